@@ -1,0 +1,1 @@
+"""Tooling of the qbo-backfill Meltano project: embedded Postgres and raw schema."""
