@@ -7,6 +7,7 @@ import logging
 import click
 
 from qbo_backfill.db import db_group
+from qbo_backfill.emulator import emulator_group
 from qbo_backfill.pg import pg_group
 
 
@@ -22,6 +23,7 @@ def main(verbose: bool) -> None:
 
 main.add_command(pg_group)
 main.add_command(db_group)
+main.add_command(emulator_group)
 
 # Further command groups (validation, evidence) register here with
 # main.add_command(<group>), each defined in its own module.

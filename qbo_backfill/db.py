@@ -156,6 +156,16 @@ def init_database(admin: AdminConnection, loader_role: str) -> list[str]:
     return report
 
 
+def count_rows(admin: AdminConnection) -> dict[str, int]:
+    """Return the number of rows of each raw table."""
+    counts = {}
+    with admin.connect() as connection:
+        for table in RAW_TABLES:
+            query = sql.SQL("select count(*) from raw.{}").format(sql.Identifier(table))
+            counts[table] = connection.execute(query).fetchone()[0]
+    return counts
+
+
 @click.group(name="db")
 def db_group() -> None:
     """Set up the database that the loads write to."""
@@ -183,3 +193,19 @@ def init_command(loader_role: str) -> None:
         ) from error
     for line in report:
         click.echo(line)
+
+
+@db_group.command(name="counts")
+def counts_command() -> None:
+    """Print the number of rows of each raw table."""
+    admin = AdminConnection.from_environment()
+    try:
+        counts = count_rows(admin)
+    except psycopg.Error as error:
+        raise click.ClickException(
+            f"could not count rows in {admin.host}:{admin.port}/{admin.database}: "
+            f"{str(error).strip()}; run `qbo-backfill db init` first"
+        ) from error
+    width = max(len(f"raw.{table}") for table in counts)
+    for table, rows in counts.items():
+        click.echo(f"{f'raw.{table}':<{width}}  {rows:>8} rows")

@@ -1,0 +1,138 @@
+# Commands of the qbo-backfill project. `make demo` and `make test` are the two
+# that matter; the others are their steps.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION := 3.11
+UV_VERSION := 0.9.30
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+QBO := $(BIN)/qbo-backfill
+MELTANO := $(BIN)/meltano
+RUN_DIR := $(CURDIR)/.run
+
+export MELTANO_PROJECT_ROOT := $(CURDIR)
+export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
+export EMBEDDED_PG_PORT ?= 55432
+export QBO_EMULATOR_PORT ?= 8765
+
+# Date range and window size of `make demo`. The demo company's captured
+# records date from February 2023; the generated ones spread around them.
+DEMO_START ?= 2017-01-01
+DEMO_END ?= 2025-01-01
+DEMO_WINDOW_SIZE ?= 90d
+
+# Real QBO when QBO_CLIENT_ID is set, else the local emulator with its demo
+# credentials. The tap reads the TAP_QUICKBOOKS_BACKFILL_* variables; values
+# are never echoed because no recipe line names them.
+ifdef QBO_CLIENT_ID
+export MELTANO_ENVIRONMENT ?= prod
+export TAP_QUICKBOOKS_BACKFILL_CLIENT_ID := $(QBO_CLIENT_ID)
+export TAP_QUICKBOOKS_BACKFILL_CLIENT_SECRET := $(QBO_CLIENT_SECRET)
+export TAP_QUICKBOOKS_BACKFILL_REFRESH_TOKEN := $(QBO_REFRESH_TOKEN)
+export TAP_QUICKBOOKS_BACKFILL_REALM_ID := $(QBO_REALM_ID)
+USE_EMULATOR := no
+else
+export MELTANO_ENVIRONMENT ?= dev
+export TAP_QUICKBOOKS_BACKFILL_CLIENT_ID ?= demo-client-id
+export TAP_QUICKBOOKS_BACKFILL_CLIENT_SECRET ?= demo-client-secret
+export TAP_QUICKBOOKS_BACKFILL_REFRESH_TOKEN ?= demo-refresh-token
+export TAP_QUICKBOOKS_BACKFILL_REALM_ID ?= 9130357766900011
+USE_EMULATOR := yes
+endif
+
+# Prefix of recipe lines that talk to Postgres: exports PGHOST and friends of
+# the embedded server, or nothing new when PGHOST is already set.
+WITH_PG := eval "$$($(QBO) pg env)";
+
+# Stamp files keep a second `make setup` quick: each step reruns only when one
+# of its inputs changed.
+SETUP_STAMP := $(VENV)/.qbo-setup.stamp
+MELTANO_STAMP := $(CURDIR)/.meltano/.qbo-install.stamp
+PACKAGE_FILES := pyproject.toml qbo-emulator/pyproject.toml tap-quickbooks-backfill/pyproject.toml
+MELTANO_FILES := meltano.yml $(wildcard plugins/*/*.lock) tap-quickbooks-backfill/pyproject.toml
+
+.PHONY: help setup demo test pg-start pg-stop emulator-start emulator-stop db-init \
+	backfill counts clean
+
+help:
+	@echo "make demo     set up, start Postgres and the emulator, backfill the demo company"
+	@echo "make test     set up and run every test suite"
+	@echo "make backfill ENTITY=invoices|customers|items START=YYYY-MM-DD END=YYYY-MM-DD"
+	@echo "make setup | pg-start | pg-stop | emulator-start | emulator-stop | db-init | clean"
+
+setup: $(SETUP_STAMP) $(MELTANO_STAMP)
+
+$(BIN)/python:
+	@command -v uv >/dev/null || python$(PYTHON_VERSION) -m pip install --quiet uv==$(UV_VERSION)
+	uv venv --quiet --python $(PYTHON_VERSION) $(VENV)
+
+$(SETUP_STAMP): $(BIN)/python $(PACKAGE_FILES)
+	uv pip install --quiet --python $(BIN)/python \
+		-e '.[test]' -e './qbo-emulator[test]' -e './tap-quickbooks-backfill[test]'
+	touch $@
+
+$(MELTANO_STAMP): $(SETUP_STAMP) $(MELTANO_FILES)
+	cd $(CURDIR) && $(MELTANO) install
+	mkdir -p $(dir $@) && touch $@
+
+pg-start: $(SETUP_STAMP)
+	$(QBO) pg start
+
+pg-stop: $(SETUP_STAMP)
+	$(QBO) pg stop
+
+emulator-start: $(SETUP_STAMP)
+	$(QBO) emulator start
+
+emulator-stop: $(SETUP_STAMP)
+	$(QBO) emulator stop
+
+db-init: pg-start
+	$(WITH_PG) $(QBO) db init
+
+# One entity over [START, END): make backfill ENTITY=invoices START=2023-01-01 END=2023-04-01
+backfill: setup db-init $(if $(filter yes,$(USE_EMULATOR)),emulator-start)
+	@test -n "$(ENTITY)" -a -n "$(START)" -a -n "$(END)" || \
+		{ echo "usage: make backfill ENTITY=invoices|customers|items START=YYYY-MM-DD END=YYYY-MM-DD" >&2; exit 2; }
+	$(WITH_PG) \
+	export TAP_QB_$(shell echo '$(ENTITY)' | tr a-z A-Z)_START_DATE='$(START)' \
+		TAP_QB_$(shell echo '$(ENTITY)' | tr a-z A-Z)_END_DATE='$(END)'; \
+	$(MELTANO) run tap-qb-$(ENTITY) target-postgres
+
+demo: setup db-init $(if $(filter yes,$(USE_EMULATOR)),emulator-start)
+	$(WITH_PG) \
+	export TAP_QUICKBOOKS_BACKFILL_WINDOW_SIZE='$(DEMO_WINDOW_SIZE)'; \
+	for entity in INVOICES CUSTOMERS ITEMS; do \
+		export TAP_QB_$${entity}_START_DATE='$(DEMO_START)' TAP_QB_$${entity}_END_DATE='$(DEMO_END)'; \
+	done; \
+	$(MELTANO) run qb_invoices_backfill qb_customers_backfill qb_items_backfill
+	$(WITH_PG) $(QBO) db counts
+	@echo "Postgres and the emulator keep running: make pg-stop emulator-stop"
+
+counts: $(SETUP_STAMP)
+	$(WITH_PG) $(QBO) db counts
+
+# Every suite runs even when an earlier one fails; pytest's exit code 5 (no test
+# collected) counts as a failure.
+TEST_SUITES := qbo-emulator tap-quickbooks-backfill .
+PYTEST_ARGS ?=
+
+test: setup pg-start
+	@failed=""; \
+	$(WITH_PG) \
+	for suite in $(TEST_SUITES); do \
+		echo "=== pytest $$suite"; \
+		status=0; \
+		(cd "$$suite" && $(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)) || status=$$?; \
+		if [ "$$status" -ne 0 ]; then failed="$$failed $$suite(exit $$status)"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED suites:$$failed" >&2; exit 1; fi; \
+	echo "all test suites passed"
+
+clean:
+	-$(QBO) emulator stop
+	-$(QBO) pg stop
+	rm -rf .pgdata .run .meltano .secrets evidence
