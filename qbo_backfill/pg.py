@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pwd
+import secrets
 import shlex
 import stat
 import subprocess
@@ -82,6 +83,11 @@ class EmbeddedPostgres:
     def log_file(self) -> Path:
         """Server log written by ``pg_ctl -l``."""
         return self.base_dir / "postgresql.log"
+
+    @property
+    def password_file(self) -> Path:
+        """Generated password of the superuser and the loader role (mode 0600)."""
+        return self.base_dir / "password"
 
     @property
     def state_file(self) -> Path:
@@ -177,18 +183,37 @@ class EmbeddedPostgres:
 
     def _initdb(self, user: pwd.struct_passwd | None) -> None:
         logger.info("initializing embedded PostgreSQL cluster in %s", self.data_dir)
+        self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+        self.password_file.chmod(0o600)
+        if user is not None:
+            os.chown(self.password_file, user.pw_uid, user.pw_gid)
+
         self._run_as(
             user,
             "initdb",
             [
                 "-D", str(self.data_dir),
                 "-U", SUPERUSER,
-                # Trust is safe only because the server listens on 127.0.0.1 alone.
-                "--auth=trust",
+                f"--pwfile={self.password_file}",
+                # Other users of the machine can reach 127.0.0.1 too: passwords, no trust.
+                "--auth=scram-sha-256",
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
             ],
         )
+
+    def password(self) -> str:
+        """Return the generated password of this cluster.
+
+        Raises:
+            EmbeddedPostgresError: When the cluster was never initialized.
+        """
+        try:
+            return self.password_file.read_text().strip()
+        except FileNotFoundError as error:
+            raise EmbeddedPostgresError(
+                f"{self.password_file} is missing: run `qbo-backfill pg start` first"
+            ) from error
 
     def _run_as(self, user: pwd.struct_passwd | None, program: str, args: list[str]) -> None:
         command = [str(POSTGRES_BIN_PATH / program), *args]
@@ -241,16 +266,31 @@ class EmbeddedPostgres:
 
     def superuser_params(self, dbname: str = DATABASE) -> dict[str, str | int]:
         """Return psycopg connection parameters for the cluster's superuser."""
-        return {"host": "127.0.0.1", "port": self.port, "user": SUPERUSER, "dbname": dbname}
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": SUPERUSER,
+            "password": self.password(),
+            "dbname": dbname,
+        }
 
     def environment(self) -> dict[str, str]:
-        """Return the libpq variables that point loads at this server."""
+        """Return the libpq variables that point loads at this server.
+
+        The superuser and the loader role share the cluster's generated password,
+        so `qbo-backfill db init` can set the loader's password from
+        ``QBO_LOADER_PASSWORD``.
+        """
+        password = self.password()
         return {
             "PGHOST": "127.0.0.1",
             "PGPORT": str(self.port),
             "PGUSER": LOADER_ROLE,
+            "PGPASSWORD": password,
             "PGDATABASE": DATABASE,
             "QBO_PG_ADMIN_USER": SUPERUSER,
+            "QBO_PG_ADMIN_PASSWORD": password,
+            "QBO_LOADER_PASSWORD": password,
         }
 
 
@@ -358,13 +398,17 @@ def env() -> None:
     """Print shell ``export`` lines for the Postgres that loads go to.
 
     With PGHOST set, only the defaults for unset PGPORT, PGUSER and PGDATABASE are
-    printed; the password is never printed.
+    printed, never a password. Without it, the embedded server's settings are
+    printed, including its generated password: evaluate the output, do not log it.
     """
     if external_server_configured():
         defaults = {"PGPORT": "5432", "PGUSER": LOADER_ROLE, "PGDATABASE": DATABASE}
         variables = {key: value for key, value in defaults.items() if not os.environ.get(key)}
     else:
-        variables = embedded_server().environment()
+        try:
+            variables = embedded_server().environment()
+        except EmbeddedPostgresError as error:
+            raise click.ClickException(str(error)) from error
 
     for key, value in variables.items():
         click.echo(f"export {key}={shlex.quote(value)}")
