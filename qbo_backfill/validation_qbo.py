@@ -227,15 +227,15 @@ class QboSource:
         """Return QBO's current ``COUNT(*)`` of the records in ``[start, end)``.
 
         Raises:
-            RuntimeError: If the response carries no ``totalCount``.
+            RuntimeError: If the response has no ``QueryResponse``.
         """
         text = count_query(spec, field, start, end)
         response = self._query(text)
-        total = response.get("QueryResponse", {}).get("totalCount")
-        if total is None:
-            msg = f"QBO returned no totalCount for: {text}"
+        if "QueryResponse" not in response:
+            msg = f"QBO answered without a QueryResponse to: {text}"
             raise RuntimeError(msg)
-        return int(total)
+        # QBO may leave totalCount out of the answer when nothing matches.
+        return int(response["QueryResponse"].get("totalCount", 0))
 
     def window_records(self, spec: EntitySpec, field: WindowField, start: datetime,
                        end: datetime) -> dict[str, QboRecordTimes]:
