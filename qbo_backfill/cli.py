@@ -9,6 +9,7 @@ import click
 from qbo_backfill.db import db_group
 from qbo_backfill.emulator import emulator_group
 from qbo_backfill.pg import pg_group
+from qbo_backfill.validate import validate_command
 
 
 @click.group()
@@ -24,6 +25,7 @@ def main(verbose: bool) -> None:
 main.add_command(pg_group)
 main.add_command(db_group)
 main.add_command(emulator_group)
+main.add_command(validate_command)
 
 # Further command groups (validation, evidence) register here with
 # main.add_command(<group>), each defined in its own module.
