@@ -13,8 +13,11 @@ if TYPE_CHECKING:
     from qbo_backfill.validation_entities import EntitySpec, WindowField
     from qbo_backfill.validation_qbo import QboSource
 
-SUCCESS_OUTCOMES = frozenset({"success", "succeeded", "completed", "complete", "ok"})
-"""Values of ``raw.qb_extract_windows.outcome`` that mean the window finished."""
+SUCCESS_OUTCOMES = frozenset({"complete"})
+"""Values of ``raw.qb_extract_windows.outcome`` that mean the window finished.
+
+The tap records ``complete`` or ``failed``.
+"""
 
 # Verdicts of a window, from best to worst.
 OK = "ok"
@@ -142,7 +145,12 @@ def rerun_command(
         f"{spec.env_prefix}_END_DATE={format_utc(end)}",
     ]
     if one_window:
-        settings.append(f"{spec.env_prefix}_WINDOW_SIZE={format_window_size(end - start)}")
+        try:
+            size = format_window_size(end - start)
+        except ValueError:
+            size = None  # not expressible as a window_size: the tap cuts it up
+        if size is not None:
+            settings.append(f"{spec.env_prefix}_WINDOW_SIZE={size}")
 
     suffix = f"rerun-{as_utc(start):%Y%m%dT%H%M%SZ}-{as_utc(end):%Y%m%dT%H%M%SZ}"
     meltano = "meltano" if environment is None else f"meltano --environment={environment}"

@@ -10,10 +10,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+# The units of the tap's window_size setting, so a size printed here can be passed
+# to the tap unchanged.
 _SIZE_UNITS = {"w": timedelta(weeks=1), "d": timedelta(days=1),
-               "h": timedelta(hours=1), "m": timedelta(minutes=1),
-               "s": timedelta(seconds=1)}
-_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*([wdhms])\s*$", re.IGNORECASE)
+               "h": timedelta(hours=1), "m": timedelta(minutes=1)}
+_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*([wdhm])\s*$", re.IGNORECASE)
 
 
 def parse_utc(text: str) -> datetime:
@@ -56,7 +57,7 @@ def format_utc(value: datetime) -> str:
 
 
 def parse_window_size(text: str) -> timedelta:
-    """Parse a window size such as ``7d``, ``12h``, ``30m``, ``1w`` or ``90s``.
+    """Parse a window size such as ``7d``, ``12h``, ``30m`` or ``2w``.
 
     Raises:
         ValueError: If the text is not a positive whole number followed by a unit.
@@ -65,29 +66,26 @@ def parse_window_size(text: str) -> timedelta:
     if match is None or int(match.group(1)) == 0:
         msg = (
             f"invalid window size {text!r}: use a positive whole number and a unit "
-            "w, d, h, m or s, for example 7d or 12h"
+            "w, d, h or m, for example 7d or 12h"
         )
         raise ValueError(msg)
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
 
 
 def format_window_size(size: timedelta) -> str:
-    """Format a duration in the largest unit of ``d``, ``h``, ``m``, ``s`` that fits.
+    """Format a duration in the largest unit of ``d``, ``h``, ``m`` that divides it.
 
     The result parses back to the same duration with :func:`parse_window_size`.
 
     Raises:
-        ValueError: If the duration is not a positive whole number of seconds.
+        ValueError: If the duration is not a positive whole number of minutes.
     """
     seconds = size.total_seconds()
-    if seconds <= 0 or seconds != int(seconds):
-        msg = f"window size {size} is not a positive whole number of seconds"
-        raise ValueError(msg)
-    for unit in ("d", "h", "m", "s"):
+    for unit in ("d", "h", "m"):
         unit_seconds = _SIZE_UNITS[unit].total_seconds()
-        if seconds % unit_seconds == 0:
+        if seconds > 0 and seconds % unit_seconds == 0:
             return f"{int(seconds // unit_seconds)}{unit}"
-    msg = f"window size {size} cannot be formatted"  # unreachable: "s" always fits
+    msg = f"window size {size} is not a positive whole number of minutes"
     raise ValueError(msg)
 
 

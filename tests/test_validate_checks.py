@@ -46,7 +46,7 @@ def _admin_params(dbname: str) -> dict[str, object]:
         "host": os.environ.get("PGHOST", "127.0.0.1"),
         "port": int(os.environ.get("PGPORT", "5432")),
         "user": os.environ.get("QBO_PG_ADMIN_USER") or os.environ.get("PGUSER", "postgres"),
-        "password": os.environ.get("PGPASSWORD"),
+        "password": os.environ.get("QBO_PG_ADMIN_PASSWORD") or os.environ.get("PGPASSWORD"),
         "dbname": dbname,
     }
 
@@ -115,12 +115,12 @@ def _insert_raw(conn: psycopg.Connection, record_id: str, updated: datetime,
 
 
 def _record_window(conn: psycopg.Connection, window: tuple[datetime, datetime],
-                   count: int, outcome: str = "success") -> None:
+                   count: int, outcome: str = "complete") -> None:
     conn.execute(
         """INSERT INTO raw.qb_extract_windows (entity, window_start_utc, window_end_utc,
                window_field, qbo_count, records_emitted, pages, requests, retries,
                throttles, started_at_utc, finished_at_utc, run_id, outcome)
-           VALUES ('invoices', %s, %s, 'LastUpdatedTime', %s, %s, 1, 2, 0, 0, %s, %s,
+           VALUES ('Invoice', %s, %s, 'LastUpdatedTime', %s, %s, 1, 2, 0, 0, %s, %s,
                'run-1', %s)""",
         (window[0], window[1], count, count, EXTRACTED_AT, EXTRACTED_AT, outcome),
     )
