@@ -20,6 +20,7 @@ import matplotlib as mpl
 mpl.use("Agg")  # no display: render to files only
 
 import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from qbo_backfill.validation_windows import format_utc  # noqa: E402
 
@@ -192,9 +193,13 @@ def render_chart(report: ValidationReport, path: Path) -> None:
         colours = ["tab:red" if w.failed else "tab:blue" for w in windows]
 
         axis.bar(positions, raw_rows, color=colours, label="raw rows")
+        for position, window in zip(positions, windows, strict=True):
+            if window.source == "gap":
+                axis.axvspan(position - 0.4, position + 0.4, color="tab:red", alpha=0.15)
         axis.plot(positions, qbo_now, "k_", markersize=14, label="QBO count now")
-        axis.set_title(f"{entity}: records per window (red: mismatch or gap)")
+        axis.set_title(f"{entity}: records per window (red: mismatch, shaded: gap)")
         axis.set_ylabel("records")
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))
         step = max(1, len(windows) // 12)
         axis.set_xticks(positions[::step])
         axis.set_xticklabels([format_utc(w.start)[:10] for w in windows][::step],
