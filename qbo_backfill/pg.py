@@ -115,10 +115,32 @@ class EmbeddedPostgres:
             return pid
         return pid
 
+    def running_port(self) -> int | None:
+        """Return the port that the running server of this data directory listens on."""
+        if self.running_pid() is None:
+            return None
+        lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        try:
+            return int(lines[3])
+        except (IndexError, ValueError):
+            return None
+
     def start(self) -> None:
-        """Initialize the cluster if needed and start the server; no-op when running."""
+        """Initialize the cluster if needed and start the server; no-op when running.
+
+        Raises:
+            EmbeddedPostgresError: When the server of this data directory already
+                runs on another port, or does not start.
+        """
         pid = self.running_pid()
         if pid is not None:
+            port = self.running_port()
+            if port is not None and port != self.port:
+                raise EmbeddedPostgresError(
+                    f"the embedded PostgreSQL of {self.data_dir} already runs on port "
+                    f"{port}, not EMBEDDED_PG_PORT={self.port}: set EMBEDDED_PG_PORT={port} "
+                    "or stop it with `qbo-backfill pg stop`"
+                )
             logger.info("embedded PostgreSQL already running (pid %s)", pid)
             self._write_state(pid)
             return
