@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import logging
+import sys
 from typing import Any, Mapping
 
 from .meltano_process import LogLine
-
-_fallback_logger = logging.getLogger("qbo_backfill.mage")
 
 
 def block_line_logger(block_kwargs: Mapping[str, Any]) -> LogLine:
     """Return a function that writes one line to the block's Mage log.
 
-    Mage passes its logger as the `logger` keyword argument. Its `info` takes
-    a finished message and no `%` arguments, so lines go in as they are.
-    Outside Mage (in tests), lines go to the `qbo_backfill.mage` logger.
+    In a triggered run Mage passes its block logger as the `logger` keyword
+    argument; its `info` takes a finished message and no `%` arguments. `mage
+    run` passes no logger and shows what the block prints on its standard
+    output, which Mage has redirected for the block, so lines are printed.
     """
     mage_logger = block_kwargs.get("logger")
     if mage_logger is None:
-        return lambda line: _fallback_logger.info("%s", line)
+        return _print_line
     return lambda line: mage_logger.info(line)
+
+
+def _print_line(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)
 
 
 def mage_project_path(block_kwargs: Mapping[str, Any]) -> str:
