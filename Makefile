@@ -55,12 +55,13 @@ PACKAGE_FILES := pyproject.toml qbo-emulator/pyproject.toml tap-quickbooks-backf
 MELTANO_FILES := meltano.yml $(wildcard plugins/*/*.lock) tap-quickbooks-backfill/pyproject.toml
 
 .PHONY: help setup demo test pg-start pg-stop emulator-start emulator-stop db-init \
-	backfill counts clean
+	backfill counts validate clean
 
 help:
 	@echo "make demo     set up, start Postgres and the emulator, backfill the demo company"
 	@echo "make test     set up and run every test suite"
 	@echo "make backfill ENTITY=invoices|customers|items START=YYYY-MM-DD END=YYYY-MM-DD"
+	@echo "make validate START=YYYY-MM-DD END=YYYY-MM-DD [ENTITY=...]  compare with QBO, write evidence/"
 	@echo "make setup | pg-start | pg-stop | emulator-start | emulator-stop | db-init | clean"
 
 setup: $(SETUP_STAMP) $(MELTANO_STAMP)
@@ -114,6 +115,13 @@ demo: setup db-init $(if $(filter yes,$(USE_EMULATOR)),emulator-start)
 
 counts: $(SETUP_STAMP)
 	$(WITH_PG) $(QBO) db counts
+
+# Compare a backfilled range with QBO and write evidence/<UTC timestamp>/:
+# make validate START=2023-01-01 END=2025-01-01 [ENTITY=invoices] [VALIDATE_ARGS=--strict]
+validate: setup pg-start $(if $(filter yes,$(USE_EMULATOR)),emulator-start)
+	@test -n "$(START)" -a -n "$(END)" || \
+		{ echo "usage: make validate START=YYYY-MM-DD END=YYYY-MM-DD [ENTITY=invoices|customers|items|all]" >&2; exit 2; }
+	$(WITH_PG) $(QBO) validate --entity '$(or $(ENTITY),all)' --start '$(START)' --end '$(END)' $(VALIDATE_ARGS)
 
 # Every suite runs even when an earlier one fails; pytest's exit code 5 (no test
 # collected) counts as a failure.

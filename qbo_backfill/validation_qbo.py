@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -135,7 +135,8 @@ def _meltano_config(
 
 
 def _meltano_executable() -> str:
-    beside_python = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "meltano"
+    # Meltano is installed in the same virtual environment as this package.
+    beside_python = Path(sys.executable).parent / "meltano"
     if beside_python.is_file():
         return str(beside_python)
     found = shutil.which("meltano")

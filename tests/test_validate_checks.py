@@ -8,15 +8,13 @@ listing, lookups by id), so these tests pin the classification rules quickly;
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import PostgresDatabase
 
 from qbo_backfill.validate import ValidationReport, validate_range
 from qbo_backfill.validation_checks import (
@@ -34,45 +32,16 @@ from qbo_backfill.validation_db import RawStore
 from qbo_backfill.validation_entities import ENTITIES, EntitySpec, WindowField
 from qbo_backfill.validation_qbo import QboRecordTimes
 
-SCHEMA_SQL = Path(__file__).parents[1] / "qbo_backfill" / "sql" / "010_raw_schema.sql"
 INVOICES = ENTITIES["invoices"]
 DAY = timedelta(days=1)
 JAN_1 = datetime(2024, 1, 1, tzinfo=UTC)
 EXTRACTED_AT = datetime(2024, 2, 1, tzinfo=UTC)
 
 
-def _admin_params(dbname: str) -> dict[str, object]:
-    return {
-        "host": os.environ.get("PGHOST", "127.0.0.1"),
-        "port": int(os.environ.get("PGPORT", "5432")),
-        "user": os.environ.get("QBO_PG_ADMIN_USER") or os.environ.get("PGUSER", "postgres"),
-        "password": os.environ.get("QBO_PG_ADMIN_PASSWORD") or os.environ.get("PGPASSWORD"),
-        "dbname": dbname,
-    }
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[dict[str, object]]:
-    """Create a database with the raw schema for this module, and drop it after."""
-    name = f"validate_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(**_admin_params("postgres"), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    params = _admin_params(name)
-    with psycopg.connect(**params, autocommit=True) as connection:
-        connection.execute(SCHEMA_SQL.read_text(encoding="utf-8"))
-    yield params
-    with psycopg.connect(**_admin_params("postgres"), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
-def connection(database: dict[str, object]) -> Iterator[psycopg.Connection]:
-    """Open a connection to empty raw tables."""
-    with psycopg.connect(**database, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE raw.qb_invoices_raw, raw.qb_customers_raw, raw.qb_items_raw, "
-            "raw.qb_extract_windows"
-        )
+def connection(database: PostgresDatabase) -> Iterator[psycopg.Connection]:
+    """Open an autocommit connection to the test database's empty raw tables."""
+    with database.connect() as conn:
         yield conn
 
 
