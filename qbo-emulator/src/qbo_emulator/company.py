@@ -322,6 +322,13 @@ class Company:
             raise RecordNotFoundError(f"{entity} with Id {record_id} not found")
         return row
 
+    def records(self, entity: str, rows: list[int]) -> list[dict[str, Any]]:
+        """Return the records of rows in order, building generated ones in bulk."""
+        overrides = self.tables[entity].overrides
+        generated = [row for row in rows if row not in overrides]
+        built = dict(zip(generated, self.generator.build_many(entity, generated)))
+        return [overrides[row] if row in overrides else built[row] for row in rows]
+
     def ref_name(self, entity: str, row: int) -> str:
         """Return the display name a reference to this row carries."""
         table = self.tables[entity]
@@ -345,6 +352,7 @@ class Company:
         if entity in NAME_LIST_ENTITIES:
             table.active[row] = bool(record.get("Active", True))
         table.invalidate()
+        self.generator.clear_cache()
 
     def create(self, entity: str, fields: dict[str, Any],
                created_at: float | None = None) -> dict[str, Any]:

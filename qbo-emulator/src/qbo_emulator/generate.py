@@ -7,9 +7,9 @@ million-row company costs only the rows it returns.
 
 from __future__ import annotations
 
-import random
-from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -18,8 +18,62 @@ from qbo_emulator import names
 if TYPE_CHECKING:
     from qbo_emulator.company import Company
 
+T = TypeVar("T")
 CURRENCY_REF = {"value": "USD", "name": "United States Dollar"}
 QUANTITIES = (1, 1, 1, 2, 2, 3, 3.5, 4, 0.25, 10, 12, 1.5)
+DRAWS_PER_ROW = 48
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def row_draws(seed: int, salt: int, indexes: list[int]) -> np.ndarray:
+    """Return DRAWS_PER_ROW uniform numbers in [0, 1) per row index.
+
+    The numbers come from SplitMix64 over (seed, salt, index, draw), so a row
+    gets the same numbers whichever page it is built for, and a whole page is
+    drawn in one vectorised step.
+    """
+    base = np.asarray(indexes, dtype=np.uint64) * np.uint64(DRAWS_PER_ROW)
+    counters = base[:, None] + np.arange(DRAWS_PER_ROW, dtype=np.uint64)[None, :]
+    with np.errstate(over="ignore"):
+        z = counters + np.uint64((seed * 8 + salt) & 0xFFFFFFFF) * _GOLDEN + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+class Draws:
+    """Reads a row's pre-drawn numbers like a small ``random.Random``."""
+
+    __slots__ = ("values", "position")
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = values
+        self.position = 0
+
+    def random(self) -> float:
+        """Return the next number in [0, 1)."""
+        value = self.values[self.position % DRAWS_PER_ROW]
+        self.position += 1
+        return value
+
+    def randrange(self, stop: int) -> int:
+        """Return an integer in [0, stop)."""
+        return int(self.random() * stop)
+
+    def randint(self, low: int, high: int) -> int:
+        """Return an integer in [low, high]."""
+        return low + int(self.random() * (high - low + 1))
+
+    def choice(self, options: Sequence[T]) -> T:
+        """Return one of the options."""
+        return options[int(self.random() * len(options))]
+
+    def uniform(self, low: float, high: float) -> float:
+        """Return a float in [low, high)."""
+        return low + (high - low) * self.random()
 
 
 class RecordGenerator:
@@ -39,11 +93,40 @@ class RecordGenerator:
         self.invoice_customer = rng.integers(
             0, max(1, len(customers)), n_invoices, dtype=np.int32
         )
+        # (Id, name, unit price) of referenced customers and items, dropped on
+        # every write because an edit may rename a record.
+        self._refs: dict[tuple[str, int], tuple[str, str, float | int]] = {}
+
+    def clear_cache(self) -> None:
+        """Forget cached reference names after a record changed."""
+        self._refs.clear()
+
+    def ref(self, entity: str, row: int) -> tuple[str, str, float | int]:
+        """Return (Id, name, unit price) of a Customer or Item row."""
+        key = (entity, row)
+        cached = self._refs.get(key)
+        if cached is None:
+            table = self.company.tables[entity]
+            price = self._item_price(row) if entity == "Item" else 0
+            cached = (str(int(table.ids[row])), self.company.ref_name(entity, row), price)
+            self._refs[key] = cached
+        return cached
 
     # -------------------------------------------------------------- helpers
-    def _rand(self, entity: str, generated_index: int) -> random.Random:
+    def _rand(self, entity: str, generated_index: int) -> Draws:
         salt = {"Invoice": 1, "Customer": 2, "Item": 3}[entity]
-        return random.Random((self.seed * 1_000_003 + generated_index) * 4 + salt)
+        return Draws(row_draws(self.seed, salt, [generated_index])[0].tolist())
+
+    def build_many(self, entity: str, rows: list[int]) -> list[dict[str, Any]]:
+        """Build generated rows of one entity, drawing their numbers at once."""
+        if not rows:
+            return []
+        salt = {"Invoice": 1, "Customer": 2, "Item": 3}[entity]
+        first = self.company.tables[entity].first_generated_row
+        draws = row_draws(self.seed, salt, [row - first for row in rows]).tolist()
+        builder = {"Invoice": self._invoice, "Customer": self._customer,
+                   "Item": self._item}[entity]
+        return [builder(row, Draws(values)) for row, values in zip(rows, draws)]
 
     def _meta(self, entity: str, row: int) -> tuple[str, str, dict[str, str]]:
         table = self.company.tables[entity]
@@ -106,7 +189,7 @@ class RecordGenerator:
         return parent
 
     @staticmethod
-    def _address(rand: random.Random, address_id: int) -> dict[str, str]:
+    def _address(rand: Draws, address_id: int) -> dict[str, str]:
         city, state, postal = rand.choice(names.CITIES)
         return {
             "Id": str(address_id),
@@ -127,10 +210,10 @@ class RecordGenerator:
             return self._customer(row)
         return self._item(row)
 
-    def _customer(self, row: int) -> dict[str, Any]:
+    def _customer(self, row: int, rand: Draws | None = None) -> dict[str, Any]:
         table = self.company.tables["Customer"]
         index = row - table.first_generated_row
-        rand = self._rand("Customer", index)
+        rand = rand or self._rand("Customer", index)
         record_id, sync, metadata = self._meta("Customer", row)
         given, family, display = self._customer_person(index)
         active = bool(table.active[row])
@@ -189,10 +272,10 @@ class RecordGenerator:
             record["Notes"] = "Prefers e-mail on Fridays"
         return record
 
-    def _item(self, row: int) -> dict[str, Any]:
+    def _item(self, row: int, rand: Draws | None = None) -> dict[str, Any]:
         table = self.company.tables["Item"]
         index = row - table.first_generated_row
-        rand = self._rand("Item", index)
+        rand = rand or self._rand("Item", index)
         record_id, sync, metadata = self._meta("Item", row)
         name = self._item_name(index)
         if not table.active[row]:
@@ -233,14 +316,13 @@ class RecordGenerator:
         """Return whether a generated invoice is voided (about one in 40)."""
         return (index * 2_654_435_761 + self.seed) % 40 == 17
 
-    def _invoice(self, row: int) -> dict[str, Any]:
+    def _invoice(self, row: int, rand: Draws | None = None) -> dict[str, Any]:
         company = self.company
         table = company.tables["Invoice"]
         index = row - table.first_generated_row
-        rand = self._rand("Invoice", index)
+        rand = rand or self._rand("Invoice", index)
         record_id, sync, metadata = self._meta("Invoice", row)
         customer_row = int(self.invoice_customer[index])
-        customers = company.tables["Customer"]
         n_items = len(company.tables["Item"])
         voided = self.is_voided(index)
 
@@ -248,22 +330,18 @@ class RecordGenerator:
         lines: list[dict[str, Any]] = []
         subtotal = 0.0
         for number in range(1, rand.randint(1, 4) + 1):
-            item_row = rand.randrange(n_items)
+            item_id, item_name, price = self.ref("Item", rand.randrange(n_items))
             quantity = rand.choice(QUANTITIES)
-            price = self._item_price(item_row)
             amount = round(quantity * price, 2)
             subtotal += amount
             lines.append({
                 "Id": str(number),
                 "LineNum": number,
-                "Description": company.ref_name("Item", item_row),
+                "Description": item_name,
                 "Amount": 0.0 if voided else amount,
                 "DetailType": "SalesItemLineDetail",
                 "SalesItemLineDetail": {
-                    "ItemRef": {
-                        "value": str(int(company.tables["Item"].ids[item_row])),
-                        "name": company.ref_name("Item", item_row),
-                    },
+                    "ItemRef": {"value": item_id, "name": item_name},
                     "UnitPrice": price,
                     "Qty": 0 if voided else quantity,
                     "TaxCodeRef": {"value": "TAX" if number % 2 else "NON"},
@@ -280,7 +358,7 @@ class RecordGenerator:
         crew: dict[str, Any] = {"DefinitionId": "1", "Name": "Crew #", "Type": "StringType"}
         if rand.random() < 0.8:
             crew["StringValue"] = str(rand.randint(100, 130))
-        customer_id = str(int(customers.ids[customer_row]))
+        customer_id, customer_name, _ = self.ref("Customer", customer_row)
         record: dict[str, Any] = {
             "AllowIPNPayment": False,
             "AllowOnlinePayment": False,
@@ -318,10 +396,7 @@ class RecordGenerator:
                     },
                 }],
             },
-            "CustomerRef": {
-                "value": customer_id,
-                "name": company.ref_name("Customer", customer_row),
-            },
+            "CustomerRef": {"value": customer_id, "name": customer_name},
             "CustomerMemo": {"value": "Thank you for your business and have a great day!"},
             "BillAddr": self._address(rand, 2000 + index),
         })
@@ -339,7 +414,3 @@ class RecordGenerator:
         })
         return record
 
-
-def local_date(epoch_seconds: int, company: Company) -> date:
-    """Return the company-local calendar date of an instant."""
-    return datetime.fromtimestamp(epoch_seconds, company.clock.tz).date()

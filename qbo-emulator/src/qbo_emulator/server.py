@@ -45,6 +45,8 @@ from qbo_emulator.state import (
 from qbo_emulator.timeutil import CompanyClock
 
 LOGGER = logging.getLogger("qbo_emulator")
+ROWS_KEY = web.RequestKey("rows", int)
+EXTRA_ROW_KEY = web.RequestKey("extra_row", bool)
 ENTITY_PATHS = {name.lower(): name for name in ENTITIES}
 
 
@@ -191,7 +193,7 @@ async def _fault_response(emulator: Emulator, request: web.Request, rule: FaultR
         await asyncio.sleep(rule.delay_seconds)
         return None
     if kind == "extra_row":
-        request["extra_row"] = True
+        request[EXTRA_ROW_KEY] = True
         return None
     if kind == "429":
         return _response(429, throttle_body(now_text), XML, tid)
@@ -228,7 +230,6 @@ Handler = Callable[[web.Request, str], Awaitable[tuple[int, dict[str, Any], int]
 def build_app(emulator: Emulator) -> web.Application:
     """Create the aiohttp application serving one emulator."""
     app = web.Application(client_max_size=20 * 1024 * 1024)
-    app["emulator"] = emulator
 
     async def logged(request: web.Request, endpoint: str,
                      handler: Callable[[str], Awaitable[web.StreamResponse]],
@@ -261,7 +262,7 @@ def build_app(emulator: Emulator) -> web.Application:
                 "query": query_text,
                 "status": status,
                 "fault": fault_kind,
-                "rows": request.get("rows"),
+                "rows": request.get(ROWS_KEY),
                 "intuit_tid": tid,
                 "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -291,7 +292,7 @@ def build_app(emulator: Emulator) -> web.Application:
         emulator.limiter.in_flight[realm] += 1
         try:
             status, payload, rows = work()
-            request["rows"] = rows
+            request[ROWS_KEY] = rows
             delay_ms = settings.latency_base_ms + settings.latency_per_record_ms * rows
             if delay_ms > 0:
                 await asyncio.sleep(delay_ms / 1000)
@@ -313,7 +314,7 @@ def build_app(emulator: Emulator) -> web.Application:
         result = execute(query, emulator.company)
         if query.count:
             return 200, {"QueryResponse": {"totalCount": result.total}, "time": now_text}, 0
-        records = [emulator.company.record(query.entity, row) for row in result.rows]
+        records = emulator.company.records(query.entity, result.rows)
         body: dict[str, Any] = {}
         if records:
             # QBO leaves the entity key out of an empty page.
@@ -341,7 +342,7 @@ def build_app(emulator: Emulator) -> web.Application:
                 payload = fault("4000", "Error parsing query", content_error,
                                 "ValidationFault", emulator.now_text(), element="")
                 return _response(415, dumps(payload), JSON, tid)
-            extra_row = bool(request.get("extra_row"))
+            extra_row = bool(request.get(EXTRA_ROW_KEY))
             return await api_call(request, tid, realm,
                                   lambda: run_query(text or "", extra_row))
 
