@@ -55,7 +55,7 @@ PACKAGE_FILES := pyproject.toml qbo-emulator/pyproject.toml tap-quickbooks-backf
 MELTANO_FILES := meltano.yml $(wildcard plugins/*/*.lock) tap-quickbooks-backfill/pyproject.toml
 
 .PHONY: help setup demo test pg-start pg-stop emulator-start emulator-stop db-init \
-	backfill counts validate clean
+	backfill counts validate clean setup-mage mage-lock
 
 help:
 	@echo "make demo     set up, start Postgres and the emulator, backfill the demo company"
@@ -63,8 +63,32 @@ help:
 	@echo "make backfill ENTITY=invoices|customers|items START=YYYY-MM-DD END=YYYY-MM-DD"
 	@echo "make validate START=YYYY-MM-DD END=YYYY-MM-DD [ENTITY=...]  compare with QBO, write evidence/"
 	@echo "make setup | pg-start | pg-stop | emulator-start | emulator-stop | db-init | clean"
+	@echo "make setup-mage  create .venv-mage with mage-ai for orchestration/mage"
 
 setup: $(SETUP_STAMP) $(MELTANO_STAMP)
+
+# Mage's own environment, apart from Meltano's: mage-ai 0.9.80 pins click,
+# typing_extensions, psutil, requests and ruamel.yaml versions that conflict
+# with Meltano's. `uv pip sync` installs exactly the lock file, so a second run
+# changes nothing.
+MAGE_VENV := $(CURDIR)/.venv-mage
+MAGE_LOCK := orchestration/requirements-mage.txt
+MAGE_STAMP := $(MAGE_VENV)/.qbo-mage.stamp
+
+setup-mage: $(MAGE_STAMP)
+
+$(MAGE_VENV)/bin/python:
+	@command -v uv >/dev/null || python$(PYTHON_VERSION) -m pip install --quiet uv==$(UV_VERSION)
+	uv venv --quiet --python $(PYTHON_VERSION) $(MAGE_VENV)
+
+$(MAGE_STAMP): $(MAGE_VENV)/bin/python $(MAGE_LOCK)
+	uv pip sync --quiet --python $(MAGE_VENV)/bin/python $(MAGE_LOCK)
+	touch $@
+
+# Regenerate the Mage lock file after changing orchestration/requirements-mage.in.
+mage-lock:
+	uv pip compile --quiet --universal --python-version $(PYTHON_VERSION) \
+		orchestration/requirements-mage.in -o $(MAGE_LOCK)
 
 $(BIN)/python:
 	@command -v uv >/dev/null || python$(PYTHON_VERSION) -m pip install --quiet uv==$(UV_VERSION)
@@ -128,7 +152,7 @@ validate: setup pg-start $(if $(filter yes,$(USE_EMULATOR)),emulator-start)
 TEST_SUITES := qbo-emulator tap-quickbooks-backfill .
 PYTEST_ARGS ?=
 
-test: setup pg-start
+test: setup setup-mage pg-start
 	@failed=""; \
 	$(WITH_PG) \
 	for suite in $(TEST_SUITES); do \
