@@ -50,6 +50,15 @@ _XML_MESSAGE = re.compile(r"<Message>(.*?)</Message>", re.IGNORECASE | re.DOTALL
 _XML_DETAIL = re.compile(r"<Detail>(.*?)</Detail>", re.IGNORECASE | re.DOTALL)
 
 
+def backoff_sleep(seconds: float) -> None:
+    """Wait between retries; the one place tests replace to skip the waits.
+
+    Args:
+        seconds: How long to wait.
+    """
+    time.sleep(seconds)
+
+
 @dataclass
 class RequestStats:
     """Counters of the query requests sent for one unit of work, such as a window."""
@@ -157,12 +166,15 @@ class QBOClient:
         Args:
             settings: Validated tap settings.
             session: HTTP session to use, for tests; a new one by default.
-            sleep: Function that waits between retries; ``time.sleep`` by default.
+            sleep: Function that waits between retries; :func:`backoff_sleep` by
+                default.
         """
         self.settings = settings
         self.totals = RequestStats()
         self._session = session or self._new_session(settings.max_concurrent_requests)
-        self._sleep = sleep or (lambda seconds: time.sleep(seconds))
+        # Looked up at each call, so a test that replaces backoff_sleep reaches
+        # clients created inside the tap.
+        self._sleep = sleep or (lambda seconds: backoff_sleep(seconds))
         self._store = TokenStore(settings.token_store_path, settings.realm_id)
         self._limiter = Limiter(Rate(settings.max_requests_per_minute, Duration.MINUTE))
         self._in_flight = threading.BoundedSemaphore(settings.max_concurrent_requests)

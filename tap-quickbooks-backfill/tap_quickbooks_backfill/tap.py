@@ -202,7 +202,7 @@ class TapQuickBooksBackfill(Tap):
         schema_errors = super()._validate_config(raise_errors=False)
         errors: list[str] = []
         try:
-            self._settings = parse_settings(self.config, now=self._run_started_at)
+            self._settings = parse_settings(self.config, now=self.run_started_at)
         except SettingsError as exc:
             errors.extend(exc.errors)
 
@@ -219,7 +219,8 @@ class TapQuickBooksBackfill(Tap):
         return errors
 
     @cached_property
-    def _run_started_at(self) -> dt.datetime:
+    def run_started_at(self) -> dt.datetime:
+        """When this run started, UTC: the end of the range when end_date is unset."""
         return dt.datetime.now(dt.UTC)
 
     @property
@@ -231,7 +232,7 @@ class TapQuickBooksBackfill(Tap):
         """
         settings = getattr(self, "_settings", None)
         if settings is None:
-            settings = parse_settings(self.config, now=self._run_started_at)
+            settings = parse_settings(self.config, now=self.run_started_at)
             self._settings = settings
         return settings
 
