@@ -41,6 +41,7 @@ class TapRun:
 
     messages: list[dict[str, t.Any]] = field(default_factory=list)
     error: BaseException | None = None
+    tap: TapQuickBooksBackfill | None = None
 
     @property
     def records(self) -> dict[str, list[dict[str, t.Any]]]:
@@ -87,7 +88,7 @@ def run_tap(
             stream.selected = name in wanted
 
     buffer = io.StringIO()
-    run = TapRun()
+    run = TapRun(tap=tap)
     with contextlib.redirect_stdout(buffer):
         try:
             tap.sync_all()
