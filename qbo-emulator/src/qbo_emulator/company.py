@@ -268,27 +268,29 @@ class Company:
         if tie_size is None:
             tie_size = min(250, count // 10)
         tie_size = min(tie_size, count)
+        in_tie = np.zeros(count, dtype=bool)
         if tie_size >= 2:
-            batch_second = clock.local_epoch(2024, 6, 28, 16, 45, 12)
-            if name == "Customer":
-                batch_second = clock.local_epoch(2024, 3, 1, 9, 0, 0)
-            elif name == "Item":
-                batch_second = clock.local_epoch(2024, 1, 15, 8, 30, 0)
+            batch_second = {
+                "Invoice": clock.local_epoch(2024, 6, 28, 16, 45, 12),
+                "Customer": clock.local_epoch(2024, 3, 1, 9, 0, 0),
+                "Item": clock.local_epoch(2024, 1, 15, 8, 30, 0),
+            }[name]
             eligible = np.flatnonzero(created <= batch_second)
             if len(eligible) < tie_size:
                 eligible = np.arange(count)
             chosen = rng.choice(eligible, size=tie_size, replace=False)
             created[chosen] = np.minimum(created[chosen], batch_second)
             updated[chosen] = batch_second
+            in_tie[chosen] = True
 
-        if count >= 20:
-            # The wall-clock time 01:30 of 2023-11-05 happens twice in Los Angeles.
-            first_pass = clock.local_epoch(2023, 11, 5, 1, 30, 0, fold=0)
-            second_pass = clock.local_epoch(2023, 11, 5, 1, 30, 0, fold=1)
-            picks = rng.choice(np.flatnonzero(created <= first_pass) if np.any(
-                created <= first_pass) else np.arange(count), size=2, replace=False)
-            updated[picks[0]] = max(first_pass, int(created[picks[0]]))
-            updated[picks[1]] = max(second_pass, int(created[picks[1]]))
+        # The wall-clock time 01:30 of 2023-11-05 happens twice in Los Angeles.
+        first_pass = clock.local_epoch(2023, 11, 5, 1, 30, 0, fold=0)
+        second_pass = clock.local_epoch(2023, 11, 5, 1, 30, 0, fold=1)
+        candidates = np.flatnonzero((created <= first_pass) & ~in_tie)
+        if len(candidates) >= 2 and count >= 20:
+            picks = rng.choice(candidates, size=2, replace=False)
+            updated[picks[0]] = first_pass
+            updated[picks[1]] = second_pass
 
         updated = np.maximum(updated, created)
         return created, updated
