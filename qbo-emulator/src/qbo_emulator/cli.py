@@ -12,7 +12,7 @@ from types import FrameType
 import click
 
 from qbo_emulator import DEFAULT_REFRESH_TOKEN, TOKEN_PATH
-from qbo_emulator.server import ServerThread
+from qbo_emulator.server import Emulator, ServerThread
 from qbo_emulator.testing import build_emulator
 
 
@@ -100,6 +100,70 @@ def serve(host: str, port: int, invoices: int | None, customers: int | None,
     signal.signal(signal.SIGINT, request_stop)
     stop.wait()
     server.stop()
+
+
+@main.command()
+@click.option("--invoices", type=int, default=1_000_000, show_default=True,
+              help="Generated invoices in the measured company.")
+@click.option("--pages", type=int, default=30, show_default=True,
+              help="Pages of 1000 invoices to fetch over HTTP.")
+def measure(invoices: int, pages: int) -> None:
+    """Measure start-up time, memory and page speed of a large company."""
+    import resource
+
+    import requests
+
+    from qbo_emulator.testing import run_emulator
+
+    started = time.perf_counter()
+    with run_emulator(invoices=invoices, customers=max(1, invoices // 200),
+                      items=max(1, invoices // 2000), requests_per_minute=0,
+                      max_concurrent=0) as emu:
+        startup = time.perf_counter() - started
+        session = requests.Session()
+        token = session.post(emu.token_url, auth=(emu.client_id, emu.client_secret),
+                             data={"grant_type": "refresh_token",
+                                   "refresh_token": emu.refresh_token},
+                             timeout=30).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        window = ("SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '2023-01-01' "
+                  "ORDERBY MetaData.LastUpdatedTime STARTPOSITION {} MAXRESULTS 1000")
+        timings: list[float] = []
+        records = 0
+        for page in range(pages):
+            began = time.perf_counter()
+            response = session.get(f"{emu.api_base}/query",
+                                   params={"query": window.format(1 + page * 1000)},
+                                   headers=headers, timeout=60)
+            body = response.json()
+            timings.append(time.perf_counter() - began)
+            records += body["QueryResponse"].get("maxResults", 0)
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        timings.sort()
+        cpu_ms = _page_cpu_ms(emu.emulator, window.format(1))
+        click.echo(
+            f"invoices={invoices} startup_s={startup:.2f} max_rss_mb={rss_mb:.0f} "
+            f"pages={pages} page_ms_median={timings[len(timings) // 2] * 1000:.0f} "
+            f"page_ms_max={timings[-1] * 1000:.0f} "
+            f"records_per_s={records / sum(timings):.0f} "
+            f"server_cpu_ms_per_page={cpu_ms:.0f}"
+        )
+
+
+def _page_cpu_ms(emulator: Emulator, text: str, repeats: int = 10) -> float:
+    """Return the least CPU time of this thread to select, build and encode a page."""
+    from qbo_emulator.query import execute, parse_query
+    from qbo_emulator.responses import dumps
+
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.thread_time()
+        query = parse_query(text, emulator.company)
+        result = execute(query, emulator.company)
+        dumps({"QueryResponse": {"Invoice": emulator.company.records("Invoice",
+                                                                     result.rows)}})
+        best = min(best, time.thread_time() - began)
+    return best * 1000
 
 
 if __name__ == "__main__":

@@ -495,20 +495,18 @@ def execute(query: Query, company: Company) -> QueryResult:
 
     if record_conditions or (sort_prop is not None and sort_prop.column is None):
         rows = [int(row) for row in selected]
-        if record_conditions:
-            rows = [
-                row for row in rows
-                if all(_matches(record_value(company.record(query.entity, row), c.prop), c)
-                       for c in record_conditions)
-            ]
+        records = company.records(query.entity, rows)
+        pairs = [
+            (row, record) for row, record in zip(rows, records)
+            if all(_matches(record_value(record, c.prop), c) for c in record_conditions)
+        ]
         if sort_prop is not None and sort_prop.column is None:
-            rows.sort(key=lambda row: _sort_key(
-                record_value(company.record(query.entity, row), sort_prop)))
+            pairs.sort(key=lambda pair: _sort_key(record_value(pair[1], sort_prop)))
         if query.descending:
-            rows.reverse()
-        total = len(rows)
+            pairs.reverse()
         first = query.start_position - 1
-        return QueryResult(rows[first:first + query.max_results], total)
+        page = [row for row, _ in pairs[first:first + query.max_results]]
+        return QueryResult(page, len(pairs))
 
     if query.descending:
         selected = selected[::-1]
