@@ -7,7 +7,9 @@ the Meltano utility and the profile run as in production. dbt connects with the
 environment the Makefile exports: PGUSER is the loader role and
 QBO_PG_ADMIN_USER the administrator.
 
-The expected values are read by hand off the captured QBO objects.
+The expected values are read by hand off the captured QBO objects. The
+server is the one of ``conftest.postgres_database``: PGHOST when set, else the
+project's embedded PostgreSQL.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import PostgresDatabase
 from psycopg.types.json import Jsonb
+from qbo_emulator.company import load_captured_records
 
 from qbo_backfill.db import AdminConnection, init_database
-from qbo_emulator.company import load_captured_records
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MELTANO = Path(sys.executable).with_name("meltano")
 DBT_EXECUTABLE = PROJECT_ROOT / ".meltano" / "utilities" / "dbt-postgres" / "venv" / "bin" / "dbt"
-LOADER_ROLE = "qbo_loader"
+# Variables of the developer's shell that would change what dbt connects to.
+INHERITED_PREFIXES = ("TAP_", "TARGET_", "MELTANO_", "QBO_", "PG", "DBT_")
 STAGING_SCHEMA = "staging"
 DBT_TIMEOUT_SECONDS = 300
 
@@ -62,9 +66,11 @@ INACTIVE_ITEM_ID = "9003"
 
 @dataclass(frozen=True)
 class RawDatabase:
-    """A throwaway database with schema raw, on the server of the environment."""
+    """A throwaway database with schema raw and the session's loader role."""
 
     admin: AdminConnection
+    loader_role: str
+    loader_password: str
 
     @property
     def name(self) -> str:
@@ -76,20 +82,14 @@ class RawDatabase:
         return self.admin.connect()
 
 
-def _admin_for(database: str) -> AdminConnection:
-    return AdminConnection(
-        host=os.environ.get("PGHOST", "127.0.0.1"),
-        port=int(os.environ.get("PGPORT", "5432")),
-        user=os.environ.get("QBO_PG_ADMIN_USER") or os.environ.get("PGUSER") or "postgres",
-        password=os.environ.get("QBO_PG_ADMIN_PASSWORD") or os.environ.get("PGPASSWORD"),
-        database=database,
+def _create_raw_database(server: PostgresDatabase) -> RawDatabase:
+    """Create a database on the session's server with `qbo-backfill db init`."""
+    admin = AdminConnection(
+        host=server.admin.host, port=server.admin.port, user=server.admin.user,
+        password=server.admin.password, database=f"dbt_test_{uuid.uuid4().hex[:10]}",
     )
-
-
-def _create_raw_database() -> RawDatabase:
-    admin = _admin_for(f"dbt_test_{uuid.uuid4().hex[:10]}")
-    init_database(admin, LOADER_ROLE)
-    return RawDatabase(admin)
+    init_database(admin, server.loader_role)
+    return RawDatabase(admin, server.loader_role, server.loader_password)
 
 
 def _drop_database(database: RawDatabase) -> None:
@@ -184,13 +184,14 @@ def _run_dbt(database: RawDatabase, target_path: Path, command: str,
     """Run ``meltano invoke dbt-postgres COMMAND ARGS`` against the database."""
     environment = {
         key: value for key, value in os.environ.items()
-        if not key.startswith("DBT_")
+        if not key.startswith(INHERITED_PREFIXES)
     }
     environment.update({
         "PGHOST": database.admin.host,
         "PGPORT": str(database.admin.port),
         "PGDATABASE": database.name,
-        "PGUSER": LOADER_ROLE,
+        "PGUSER": database.loader_role,
+        "PGPASSWORD": database.loader_password,
         "QBO_PG_ADMIN_USER": database.admin.user,
         "QBO_PG_ADMIN_PASSWORD": database.admin.password or "",
         # Meltano reads a setting from <NAMESPACE>_<SETTING> and exports it to
@@ -237,10 +238,10 @@ def dbt_utility() -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(dbt_utility: Path, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[tuple[RawDatabase, DbtRun]]:
+def built(dbt_utility: Path, postgres_database: PostgresDatabase,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RawDatabase, DbtRun]]:
     """Raw tables with the captured records, after ``dbt build``."""
-    database = _create_raw_database()
+    database = _create_raw_database(postgres_database)
     try:
         for entity, records in _all_records().items():
             _insert_raw(database, entity, records)
@@ -252,7 +253,7 @@ def built(dbt_utility: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def database(built: tuple[RawDatabase, DbtRun]) -> RawDatabase:
+def staged(built: tuple[RawDatabase, DbtRun]) -> RawDatabase:
     """The database of ``built``, after checking that the build passed."""
     database, run = built
     assert run.process.returncode == 0, run.output[-4000:]
@@ -280,14 +281,14 @@ def test_build_passes_on_captured_records(built: tuple[RawDatabase, DbtRun]) -> 
     assert failed == {}
 
 
-def test_models_hold_one_row_per_raw_record(database: RawDatabase) -> None:
+def test_models_hold_one_row_per_raw_record(staged: RawDatabase) -> None:
     for model, table, key in [
         ("stg_quickbooks__invoices", "qb_invoices_raw", "invoice_id"),
         ("stg_quickbooks__customers", "qb_customers_raw", "customer_id"),
         ("stg_quickbooks__items", "qb_items_raw", "item_id"),
     ]:
         counts = _fetch_one(
-            database,
+            staged,
             f"select (select count(*) from {STAGING_SCHEMA}.{model}) as model_rows, "
             f"(select count(*) from raw.{table}) as raw_rows, "
             f"(select count(distinct {key}) from {STAGING_SCHEMA}.{model}) as distinct_ids",
@@ -297,9 +298,9 @@ def test_models_hold_one_row_per_raw_record(database: RawDatabase) -> None:
         assert counts["distinct_ids"] == counts["raw_rows"], model
 
 
-def test_lines_hold_one_row_per_line_element(database: RawDatabase) -> None:
+def test_lines_hold_one_row_per_line_element(staged: RawDatabase) -> None:
     per_invoice = _fetch_all(
-        database,
+        staged,
         "select raw.id, jsonb_array_length(raw.payload -> 'Line') as elements, "
         "count(lines.invoice_id) as line_rows "
         f"from raw.qb_invoices_raw as raw left join {STAGING_SCHEMA}."
@@ -316,9 +317,9 @@ def test_lines_hold_one_row_per_line_element(database: RawDatabase) -> None:
 # ------------------------------------------------- values read off QBO objects
 
 
-def test_invoice_119_values(database: RawDatabase) -> None:
+def test_invoice_119_values(staged: RawDatabase) -> None:
     invoice = _fetch_one(
-        database,
+        staged,
         f"select * from {STAGING_SCHEMA}.stg_quickbooks__invoices where invoice_id = '119'",
     )
 
@@ -347,9 +348,9 @@ def test_invoice_119_values(database: RawDatabase) -> None:
     assert invoice["last_updated_at_utc"] == datetime(2023, 2, 18, 20, 57, 24, tzinfo=UTC)
 
 
-def test_invoice_12_paid_and_edited(database: RawDatabase) -> None:
+def test_invoice_12_paid_and_edited(staged: RawDatabase) -> None:
     invoice = _fetch_one(
-        database,
+        staged,
         f"select * from {STAGING_SCHEMA}.stg_quickbooks__invoices where invoice_id = '12'",
     )
 
@@ -362,9 +363,9 @@ def test_invoice_12_paid_and_edited(database: RawDatabase) -> None:
     assert invoice["shipping_address_id"] is None
 
 
-def test_fractional_quantity_line(database: RawDatabase) -> None:
+def test_fractional_quantity_line(staged: RawDatabase) -> None:
     line = _fetch_one(
-        database,
+        staged,
         f"select * from {STAGING_SCHEMA}.stg_quickbooks__invoice_lines "
         "where invoice_id = '129' and line_index = 3",
     )
@@ -382,9 +383,9 @@ def test_fractional_quantity_line(database: RawDatabase) -> None:
     assert line["tax_code_id"] == "NON"
 
 
-def test_subtotal_line_kept_without_item(database: RawDatabase) -> None:
+def test_subtotal_line_kept_without_item(staged: RawDatabase) -> None:
     lines = _fetch_all(
-        database,
+        staged,
         f"select * from {STAGING_SCHEMA}.stg_quickbooks__invoice_lines "
         "where invoice_id = '119' order by line_index",
     )
@@ -403,11 +404,11 @@ def test_subtotal_line_kept_without_item(database: RawDatabase) -> None:
     assert subtotal["invoice_line_key"] == "119-3"
 
 
-def test_sub_customer_has_parent(database: RawDatabase) -> None:
+def test_sub_customer_has_parent(staged: RawDatabase) -> None:
     customers = {
         row["customer_id"]: row
         for row in _fetch_all(
-            database,
+            staged,
             f"select * from {STAGING_SCHEMA}.stg_quickbooks__customers "
             "where customer_id in ('7', '8')",
         )
@@ -433,11 +434,11 @@ def test_sub_customer_has_parent(database: RawDatabase) -> None:
     assert parent["created_at_utc"] == datetime(2023, 2, 11, 0, 57, 10, tzinfo=UTC)
 
 
-def test_item_values(database: RawDatabase) -> None:
+def test_item_values(staged: RawDatabase) -> None:
     items = {
         row["item_id"]: row
         for row in _fetch_all(
-            database,
+            staged,
             f"select * from {STAGING_SCHEMA}.stg_quickbooks__items "
             "where item_id in ('3', '5', '15')",
         )
@@ -468,24 +469,24 @@ def test_item_values(database: RawDatabase) -> None:
     assert soil["last_updated_at_utc"] == datetime(2017, 1, 31, 20, 47, 25, tzinfo=UTC)
 
 
-def test_voided_and_inactive_records_flagged(database: RawDatabase) -> None:
+def test_voided_and_inactive_records_flagged(staged: RawDatabase) -> None:
     voided = _fetch_one(
-        database,
+        staged,
         f"select * from {STAGING_SCHEMA}.stg_quickbooks__invoices where invoice_id = %s",
         (VOIDED_INVOICE_ID,),
     )
     customer = _fetch_one(
-        database,
+        staged,
         f"select * from {STAGING_SCHEMA}.stg_quickbooks__customers where customer_id = %s",
         (INACTIVE_CUSTOMER_ID,),
     )
     item = _fetch_one(
-        database,
+        staged,
         f"select * from {STAGING_SCHEMA}.stg_quickbooks__items where item_id = %s",
         (INACTIVE_ITEM_ID,),
     )
     flag_counts = _fetch_one(
-        database,
+        staged,
         "select "
         f"(select count(*) from {STAGING_SCHEMA}.stg_quickbooks__invoices "
         "where is_voided) as voided_invoices, "
@@ -504,11 +505,11 @@ def test_voided_and_inactive_records_flagged(database: RawDatabase) -> None:
     assert flag_counts == {"voided_invoices": 1, "inactive_customers": 1, "inactive_items": 1}
 
 
-def test_columns_have_analyst_types(database: RawDatabase) -> None:
+def test_columns_have_analyst_types(staged: RawDatabase) -> None:
     columns = {
         (row["table_name"], row["column_name"]): row["data_type"]
         for row in _fetch_all(
-            database,
+            staged,
             "select table_name, column_name, data_type from information_schema.columns "
             "where table_schema = %s",
             (STAGING_SCHEMA,),
@@ -556,9 +557,9 @@ def test_columns_have_analyst_types(database: RawDatabase) -> None:
 # ------------------------------------------------------------ documentation
 
 
-def test_docs_generate_documents_every_column(database: RawDatabase,
+def test_docs_generate_documents_every_column(staged: RawDatabase,
                                               tmp_path: Path) -> None:
-    run = _run_dbt(database, tmp_path, "dbt-postgres:docs-generate")
+    run = _run_dbt(staged, tmp_path, "dbt-postgres:docs-generate")
 
     assert run.process.returncode == 0, run.output[-4000:]
     catalog = json.loads((tmp_path / "catalog.json").read_text())
@@ -578,9 +579,10 @@ def test_docs_generate_documents_every_column(database: RawDatabase,
 
 
 @pytest.fixture(scope="module")
-def broken_database(dbt_utility: Path) -> Iterator[RawDatabase]:
+def broken_database(dbt_utility: Path,
+                    postgres_database: PostgresDatabase) -> Iterator[RawDatabase]:
     """Captured records with a wrong subtotal, a missing item and a stale table."""
-    database = _create_raw_database()
+    database = _create_raw_database(postgres_database)
     try:
         records = _all_records()
         invoice = next(record for record in records["Invoice"] if record["Id"] == "130")
