@@ -45,7 +45,7 @@ def test_captured_record_served_byte_for_byte(client: QboClient, line: dict) -> 
     assert compact.encode("utf-8") in response.content
 
 
-def test_item_page_items_added_where_ids_do_not_clash(client: QboClient) -> None:
+def test_item_page_added_without_id_clashes(client: QboClient) -> None:
     page = json.loads((CAPTURED / "item_query_page.json").read_text("utf-8"))
     sandbox_ids = {line["record"]["Id"] for line in _captured_lines()
                    if line["entity"] == "Item"}

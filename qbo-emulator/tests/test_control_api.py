@@ -104,7 +104,7 @@ def test_scheduled_update_lands_after_kth_query(small_client: QboClient) -> None
     control.schedule(after_query_requests=1, action={
         "op": "update", "entity": "Invoice", "id": victim["Id"],
         "changes": {"PrivateNote": "moved"}})
-    # The first query still sees the old row; the change lands right after it.
+    # The first query returns the old order because the change lands after it.
     again = small_client.rows(pages_query.format(1), "Invoice")
     assert again[0]["Id"] == victim["Id"]
     shifted = small_client.rows(pages_query.format(1), "Invoice")

@@ -17,7 +17,7 @@ Answer = tuple[int, dict[str, Any], int]
 
 
 def change_data_capture(emulator: Emulator, entities_text: str, since_text: str) -> Answer:
-    """Answer a CDC request: changes since an instant, at most a fixed number.
+    """Build the CDC response: changes since an instant, up to a fixed count.
 
     Objects come oldest change first across the listed entities; once the
     object limit is reached the rest is left out without paging, as QBO does.
@@ -80,7 +80,7 @@ def change_data_capture(emulator: Emulator, entities_text: str, since_text: str)
 
 def run_batch(emulator: Emulator, items: list[Any],
               run_query: Callable[[str, bool], Answer]) -> Answer:
-    """Answer a batch of queries; a failing item carries its own Fault."""
+    """Run each query of a batch. A failing item gets its own Fault."""
     answers: list[dict[str, Any]] = []
     rows = 0
     for item in items:

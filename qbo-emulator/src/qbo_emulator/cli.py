@@ -53,7 +53,7 @@ def main() -> None:
 @click.option("--max-concurrent", type=int, default=None,
               help="API requests per realm in flight; 0 is unlimited (default 10).")
 @click.option("--latency-base-ms", type=float, default=None,
-              help="Milliseconds added to every API answer (default 0).")
+              help="Milliseconds added to every API response (default 0).")
 @click.option("--latency-per-record-ms", type=float, default=None,
               help="Milliseconds added per returned record (default 0).")
 @click.option("--max-start-position", type=int, default=None,

@@ -1,7 +1,7 @@
 """The emulated company: Invoices, Customers and Items held as compact arrays.
 
 Generated rows live as a few numpy columns (Id, times, sync token, flags) and
-become JSON-ready dicts only when a page asks for them. Captured records and
+become JSON-ready dicts only when a page requests them. Captured records and
 records that a test created or edited are kept as dicts ("overrides"), which
 always win over the generator.
 """
@@ -25,7 +25,7 @@ NAME_LIST_ENTITIES = frozenset({"Customer", "Item"})
 DEFAULT_SIZES = {"Invoice": 2000, "Customer": 300, "Item": 60}
 
 # Generated timestamps stay inside this span of company-local time, so a
-# backfill of 2017-01-01..2025-01-01 sees every generated record.
+# backfill of 2017-01-01..2025-01-01 includes every generated record.
 SPAN_START = (2023, 1, 1)
 SPAN_END = (2024, 12, 31, 23, 59, 59)
 
@@ -36,7 +36,7 @@ class RecordNotFoundError(KeyError):
 
 @dataclass
 class CompanySpec:
-    """What company to build.
+    """Sizes, seed and options of a generated company.
 
     Attributes:
         invoices: number of generated invoices, or None for the default.
@@ -242,10 +242,10 @@ class Company:
         """Generate CreateTime and LastUpdatedTime columns for one entity.
 
         Ids grow with CreateTime. About a third of the rows were edited later.
-        Runs of rows share one second (bulk imports), one large group shares
-        one LastUpdatedTime (a batch edit), and a few rows sit in the repeated
-        hour at the end of daylight saving time, where equal wall-clock times
-        differ by their offset.
+        Runs of rows share one second (bulk imports), and one large group
+        shares one LastUpdatedTime (a batch edit). Two rows sit in the hour
+        repeated at the end of daylight saving time, where equal wall-clock
+        times differ only by their offset.
         """
         if count == 0:
             empty = np.zeros(0, dtype=np.int64)

@@ -127,7 +127,7 @@ class ControlClient:
             fraction: share of requests that get it, chosen at random.
             target: ``query``, ``token``, ``cdc``, ``batch``, ``read``,
                 ``api`` (all QBO API routes) or ``any``.
-            delay_seconds: how long a ``slow`` answer waits.
+            delay_seconds: seconds a ``slow`` response waits.
             code: ``4002`` makes ``fault_200`` a QueryProcessingError.
         """
         body: dict[str, Any] = {"kind": str(kind), "count": count, "fraction": fraction,
@@ -192,5 +192,5 @@ class ControlClient:
         return self._call("POST", "/reset", json=company)
 
     def health(self) -> dict[str, Any]:
-        """Return the health answer."""
+        """Return the status and realm id of the emulator."""
         return self._call("GET", "/health")

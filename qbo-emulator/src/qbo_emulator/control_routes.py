@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -12,6 +13,8 @@ from qbo_emulator.state import FaultPlan, ScheduledChange
 
 if TYPE_CHECKING:
     from qbo_emulator.server import Emulator
+
+LOGGER = logging.getLogger("qbo_emulator.control")
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -42,8 +45,12 @@ def add_control_routes(app: web.Application, emulator: Emulator, prefix: str) ->
             try:
                 return await handler(request)
             except RecordNotFoundError as error:
+                LOGGER.warning("control %s %s failed: %s", request.method, request.path,
+                               error.args[0])
                 return _error(404, str(error.args[0]))
             except (ValueError, TypeError, orjson.JSONDecodeError) as error:
+                LOGGER.warning("control %s %s rejected: %s", request.method, request.path,
+                               error)
                 return _error(400, str(error))
         return wrapper
 

@@ -163,7 +163,7 @@ def _wants_json(request: web.Request) -> bool:
 
 def _api_answer(emulator: Emulator, request: web.Request, status: int,
                 payload: dict[str, Any], tid: str) -> web.Response:
-    # QBO answers in XML unless the client asks for JSON.
+    # QBO responds in XML unless the Accept header requests JSON.
     if _wants_json(request):
         return _response(status, dumps(payload), JSON, tid)
     return _response(status, to_xml(payload, emulator.now_text()), XML, tid)
@@ -186,7 +186,7 @@ class _ConnectionReset(Exception):
 
 async def _fault_response(emulator: Emulator, request: web.Request, rule: FaultRule,
                           tid: str, endpoint: str) -> web.StreamResponse | None:
-    """Produce the answer of an injected fault, or None to continue normally."""
+    """Return the response of an injected fault, or None to continue normally."""
     now_text = emulator.now_text()
     kind = rule.kind
     if kind == "slow":
@@ -252,6 +252,9 @@ def build_app(emulator: Emulator) -> web.Application:
             status = 0
             return web.Response(status=204)
         finally:
+            if status != 200:
+                LOGGER.info("%s %s returned %s (fault %s, intuit_tid %s)", request.method,
+                            request.path, status or "reset", fault_kind, tid)
             if endpoint == "query":
                 emulator.query_requests += 1
                 emulator.run_due_changes()

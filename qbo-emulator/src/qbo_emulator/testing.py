@@ -61,7 +61,7 @@ def run_emulator(invoices: int | None = None, customers: int | None = None,
 
     Without sizes the company is the default one (captured records plus about
     2,000 invoices, 300 customers and 60 items). With any size given, the
-    company holds exactly the generated rows asked for, unless
+    company contains exactly the generated rows requested, unless
     ``include_captured=True``. Other keyword arguments are settings, such as
     ``access_token_ttl``, ``rotation``, ``requests_per_minute``,
     ``max_concurrent``, ``latency_base_ms`` and ``latency_per_record_ms``.
