@@ -27,6 +27,7 @@ from tap_quickbooks_backfill.errors import (
     QBORequestError,
     RetriesExhaustedError,
     RetryableError,
+    ScanCancelledError,
     TokenEndpointUnavailableError,
 )
 from tap_quickbooks_backfill.settings import Settings, parse_settings
@@ -61,11 +62,20 @@ def backoff_sleep(seconds: float) -> None:
 
 @dataclass
 class RequestStats:
-    """Counters of the query requests sent for one unit of work, such as a window."""
+    """Counters of the query requests sent for one unit of work, such as a window.
+
+    Attributes:
+        requests: HTTP requests sent, retries included.
+        retries: Attempts that failed and were sent again.
+        throttles: Answers with HTTP 429.
+        cancel: When set, the unit of work was abandoned: the next attempt or retry
+            wait raises :class:`ScanCancelledError` instead of going on.
+    """
 
     requests: int = 0
     retries: int = 0
     throttles: int = 0
+    cancel: threading.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -237,7 +247,7 @@ class QBOClient:
             retry=tenacity.retry_if_exception_type(RetryableError),
             stop=self._should_stop,
             wait=self._wait_seconds,
-            sleep=self._sleep,
+            sleep=lambda seconds: self._wait_before_retry(seconds, stats),
             before_sleep=lambda state: self._log_retry(state, text, stats),
             reraise=True,
         )
@@ -294,6 +304,9 @@ class QBOClient:
     # One attempt
 
     def _send_query(self, text: str, stats: RequestStats) -> dict[str, t.Any]:
+        if stats.cancel is not None and stats.cancel.is_set():
+            raise ScanCancelledError
+
         access_token, generation = self._valid_access_token()
         headers = {
             "Authorization": f"Bearer {access_token}",
@@ -429,6 +442,12 @@ class QBOClient:
 
         backoff = tenacity.wait_exponential_jitter(initial=1, max=MAX_BACKOFF_SECONDS)
         return float(backoff(state))
+
+    def _wait_before_retry(self, seconds: float, stats: RequestStats) -> None:
+        if stats.cancel is None:
+            self._sleep(seconds)
+        elif stats.cancel.wait(seconds):
+            raise ScanCancelledError
 
     def _log_retry(
         self,

@@ -62,3 +62,7 @@ class TokenEndpointUnavailableError(QBOError):
 
 class WindowScanError(QBOError):
     """A window scan could not prove that it read every record of the window."""
+
+
+class ScanCancelledError(QBOError):
+    """A window scan fetched ahead was abandoned because its consumer stopped."""

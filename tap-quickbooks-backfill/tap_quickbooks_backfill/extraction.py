@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tap_quickbooks_backfill.client import RequestStats
+from tap_quickbooks_backfill.errors import ScanCancelledError
 from tap_quickbooks_backfill.paging import Page, WindowProgress, WindowScanner
 from tap_quickbooks_backfill.queries import NAME_LIST_ENTITIES
 
@@ -179,6 +180,7 @@ class WindowExtractor:
     def _extract_window(
         self,
         window: Window,
+        cancel: threading.Event | None = None,
     ) -> Iterator[list[dict[str, t.Any]] | WindowAudit]:
         audit = WindowAudit(
             entity=self.entity,
@@ -188,7 +190,7 @@ class WindowExtractor:
             started_at=dt.datetime.now(dt.UTC),
         )
         progress = WindowProgress()
-        stats = RequestStats()
+        stats = RequestStats(cancel=cancel)
         try:
             for page in self.scanner.scan(window, progress, stats):
                 yield self._records(page, window)
@@ -289,7 +291,7 @@ class WindowExtractor:
         pages: queue.Queue[t.Any],
         consumer_gone: threading.Event,
     ) -> None:
-        scan = self._extract_window(window)
+        scan = self._extract_window(window, consumer_gone)
         try:
             for item in scan:
                 if isinstance(item, WindowAudit) and item.outcome == OUTCOME_FAILED:
@@ -300,7 +302,7 @@ class WindowExtractor:
                         self._put(pages, _ScanFailure(item, exc), consumer_gone)
                     return
                 self._put(pages, item, consumer_gone)
-        except _ConsumerGoneError:
+        except (_ConsumerGoneError, ScanCancelledError):
             scan.close()
 
     @staticmethod
