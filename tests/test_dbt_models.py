@@ -174,9 +174,18 @@ class DbtRun:
         return self.process.stdout + self.process.stderr
 
     def results(self) -> dict[str, dict[str, Any]]:
-        """Return run_results.json entries keyed by the node's short name."""
+        """Return run_results.json entries keyed by the node's name.
+
+        Unique ids read ``model.<project>.<name>``, ``test.<project>.<name>.<hash>``
+        and ``unit_test.<project>.<model>.<name>``.
+        """
         run_results = json.loads((self.target_path / "run_results.json").read_text())
-        return {entry["unique_id"].split(".")[2]: entry for entry in run_results["results"]}
+        results = {}
+        for entry in run_results["results"]:
+            parts = entry["unique_id"].split(".")
+            name = parts[3] if parts[0] == "unit_test" else parts[2]
+            results[name] = entry
+        return results
 
 
 def _run_dbt(database: RawDatabase, target_path: Path, command: str,
@@ -272,6 +281,8 @@ def test_build_passes_on_captured_records(built: tuple[RawDatabase, DbtRun]) -> 
         assert results[model]["status"] == "success"
     tests = {name: result for name, result in results.items() if name not in MODELS}
     assert "assert_invoice_sales_lines_sum_to_subtotal" in tests
+    assert "invoice_lines_of_every_detail_type" in tests
+    assert "invoice_void_flag_and_missing_line_array" in tests
     assert any(name.startswith("relationships_stg_quickbooks__invoice_lines_item_id")
                for name in tests)
     assert any(name.startswith("relationships_stg_quickbooks__invoices_customer_id")
