@@ -135,6 +135,7 @@ demo: setup db-init $(if $(filter yes,$(USE_EMULATOR)),emulator-start)
 	done; \
 	$(MELTANO) run qb_invoices_backfill qb_customers_backfill qb_items_backfill
 	$(WITH_PG) $(QBO) db counts
+	$(WITH_PG) $(MELTANO) invoke dbt-postgres:build
 	@echo "Postgres and the emulator keep running: make pg-stop emulator-stop"
 
 counts: $(SETUP_STAMP)
