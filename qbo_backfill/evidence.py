@@ -73,7 +73,7 @@ def both_zones(instant: datetime | None) -> dict[str, str | None]:
 
 
 def report_data(report: ValidationReport) -> dict[str, Any]:
-    """Return the report as JSON-ready data; ``report.json`` holds exactly this."""
+    """Return the report as JSON-ready data, which ``report.json`` contains verbatim."""
     return {
         "report_format_version": REPORT_FORMAT_VERSION,
         "passed": report.passed,

@@ -39,7 +39,7 @@ LOSS_KINDS = (MISSING_FROM_RAW, STALE_IN_RAW, UNEXPLAINED_IN_RAW)
 
 @dataclass
 class WindowResult:
-    """What validation found for one window of one entity.
+    """Validation outcome of one window of one entity.
 
     Attributes:
         entity: Entity name on the command line.
@@ -128,7 +128,7 @@ def rerun_command(
     """Return the shell command that re-extracts ``[start, end)`` of one entity.
 
     The command runs under a state ID suffix of its own, so the extractor starts
-    at ``start`` whatever the bookmark of the main backfill says, and leaves that
+    at ``start`` whatever the bookmark of the main backfill contains, and leaves that
     bookmark alone.
 
     Args:
@@ -310,9 +310,9 @@ _DIFFERENCE_TEXT = {
 
 
 def _describe_difference(kind: str, ids: list[str], spec: EntitySpec) -> str:
-    shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+    listed_ids = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
     text = _DIFFERENCE_TEXT[kind].format(table=spec.table)
-    return f"{len(ids)} {spec.qbo_entity} record(s) {text}: {shown}"
+    return f"{len(ids)} {spec.qbo_entity} record(s) {text}: {listed_ids}"
 
 
 def extraction_start_of(windows: list[RecordedWindow], start: datetime,

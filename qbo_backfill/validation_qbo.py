@@ -235,12 +235,12 @@ class QboSource:
         if "QueryResponse" not in response:
             msg = f"QBO answered without a QueryResponse to: {text}"
             raise RuntimeError(msg)
-        # QBO may leave totalCount out of the answer when nothing matches.
+        # QBO may leave totalCount out of the response when nothing matches.
         return int(response["QueryResponse"].get("totalCount", 0))
 
     def window_records(self, spec: EntitySpec, field: WindowField, start: datetime,
                        end: datetime) -> dict[str, QboRecordTimes]:
-        """Return the records QBO holds in ``[start, end)`` now, keyed by id.
+        """Return the records that QBO has in ``[start, end)`` now, keyed by id.
 
         Offset paging can skip a record when another one is edited during the
         scan; callers look such ids up with :meth:`records_by_id` before calling
