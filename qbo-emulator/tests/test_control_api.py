@@ -89,6 +89,22 @@ def test_create_assigns_next_id_and_now(small_client: QboClient) -> None:
                              "Invoice") == [created]
 
 
+@pytest.mark.parametrize(("code", "status"), [("4002", 400), ("10000", 500)])
+def test_broken_record_fails_its_pages(small_client: QboClient, code: str,
+                                       status: int) -> None:
+    control = small_client.emu.control
+    query = f"SELECT * FROM Invoice ORDERBY {LAST} STARTPOSITION {{}} MAXRESULTS 10"
+    victim = small_client.rows(query.format(11), "Invoice")[3]
+    control.break_record("Invoice", victim["Id"], code=code)
+    assert small_client.get(query.format(1)).status_code == 200
+    failed = small_client.get(query.format(11))
+    assert failed.status_code == status
+    assert failed.json()["Fault"]["Error"][0]["code"] == code
+    assert small_client.count("SELECT COUNT(*) FROM Invoice") == 60
+    control.repair_record("Invoice", victim["Id"])
+    assert small_client.get(query.format(11)).status_code == 200
+
+
 def test_unknown_record_and_entity_errors(small_emu) -> None:
     with pytest.raises(ControlError, match="404"):
         small_emu.control.update("Invoice", 987654, {"PrivateNote": "x"})

@@ -76,6 +76,18 @@ class ControlClient:
         params = {"deleted_at": deleted_at} if deleted_at is not None else None
         return self._call("DELETE", f"/records/{entity}/{record_id}", params=params)
 
+    def break_record(self, entity: str, record_id: str | int,
+                     code: str = "4002") -> dict[str, Any]:
+        """Make every query page that contains the record fail, as a bad stored
+        record does in QBO: ``4002`` gives HTTP 400 QueryProcessingError,
+        ``10000`` gives HTTP 500 SystemFault. COUNT(*) still works."""
+        return self._call("POST", f"/records/{entity}/{record_id}/broken",
+                          json={"code": code})
+
+    def repair_record(self, entity: str, record_id: str | int) -> dict[str, Any]:
+        """Undo ``break_record``."""
+        return self._call("DELETE", f"/records/{entity}/{record_id}/broken")
+
     def record(self, entity: str, record_id: str | int) -> dict[str, Any]:
         """Return the current record with that Id."""
         return self._call("GET", f"/records/{entity}/{record_id}")

@@ -124,6 +124,22 @@ def add_control_routes(app: web.Application, emulator: Emulator, prefix: str) ->
             }))
         return handler
 
+    async def break_record(request: web.Request) -> web.StreamResponse:
+        entity = entity_of(request)
+        body = await _body(request)
+        code = str(body.get("code", "4002"))
+        if code not in {"4002", "10000"}:
+            raise ValueError(f"code {code!r} is not supported: use 4002 or 10000")
+        row = emulator.company.find_row(entity, request.match_info["id"])
+        emulator.broken_records.setdefault(entity, {})[row] = code
+        return _json({"entity": entity, "id": request.match_info["id"], "code": code})
+
+    async def repair_record(request: web.Request) -> web.StreamResponse:
+        entity = entity_of(request)
+        row = emulator.company.find_row(entity, request.match_info["id"])
+        emulator.broken_records.get(entity, {}).pop(row, None)
+        return _json({"entity": entity, "id": request.match_info["id"], "code": None})
+
     async def delete(request: web.Request) -> web.StreamResponse:
         return _json(emulator.apply_action({
             "op": "delete", "entity": entity_of(request), "id": request.match_info["id"],
@@ -240,6 +256,8 @@ def add_control_routes(app: web.Application, emulator: Emulator, prefix: str) ->
         ("POST", "/records/{entity}/{id}/deactivate", simple("deactivate")),
         ("POST", "/records/{entity}/{id}/void", simple("void")),
         ("DELETE", "/records/{entity}/{id}", delete),
+        ("POST", "/records/{entity}/{id}/broken", break_record),
+        ("DELETE", "/records/{entity}/{id}/broken", repair_record),
         ("GET", "/counts/{entity}", counts),
         ("POST", "/schedule", schedule),
         ("GET", "/schedule", list_schedule),

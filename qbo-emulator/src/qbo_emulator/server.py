@@ -65,6 +65,9 @@ class Emulator:
         self.log = RequestLog(limit=settings.request_log_limit)
         self.schedule: list[ScheduledChange] = []
         self.query_requests = 0
+        # Rows that fail any page containing them, per entity, with the QBO error
+        # code to return ("4002" or "10000").
+        self.broken_records: dict[str, dict[int, str]] = {}
 
     def set_initial_refresh_token(self, token: str) -> None:
         """Set the refresh token accepted first (the demo token by default)."""
@@ -78,6 +81,7 @@ class Emulator:
             self.clock = CompanyClock(spec.timezone, self.clock.offset_seconds)
         self.company = Company(self.spec, self.clock)
         self.schedule.clear()
+        self.broken_records.clear()
 
     def now_text(self) -> str:
         """Return the current time as QBO's ``time`` field (ms, company offset)."""
@@ -317,6 +321,13 @@ def build_app(emulator: Emulator) -> web.Application:
         result = execute(query, emulator.company)
         if query.count:
             return 200, {"QueryResponse": {"totalCount": result.total}, "time": now_text}, 0
+        broken = emulator.broken_records.get(query.entity, {})
+        for row in result.rows:
+            if row in broken:
+                # One bad stored record fails the whole page in QBO.
+                if broken[row] == "10000":
+                    return 500, system_fault(now_text), 0
+                return 400, processing_fault(now_text), 0
         records = emulator.company.records(query.entity, result.rows)
         body: dict[str, Any] = {}
         if records:
