@@ -16,6 +16,7 @@ import time
 import typing as t
 from dataclasses import dataclass
 
+import msgspec
 import requests
 import tenacity
 from pyrate_limiter import Duration, Limiter, Rate
@@ -389,8 +390,9 @@ class QBOClient:
         tid: str | None,
     ) -> dict[str, t.Any]:
         try:
-            body = response.json()
-        except ValueError:
+            # msgspec parses a 1000-row page several times faster than json.
+            body = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
             body = None
 
         if not isinstance(body, dict):

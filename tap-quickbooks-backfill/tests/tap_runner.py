@@ -87,16 +87,20 @@ def run_tap(
         for name, stream in tap.streams.items():
             stream.selected = name in wanted
 
-    buffer = io.StringIO()
+    # The tap writes bytes to sys.stdout.buffer, so stdout needs a binary buffer.
+    buffer = io.BytesIO()
+    stdout = io.TextIOWrapper(buffer, encoding="utf-8", write_through=True)
     run = TapRun(tap=tap)
-    with contextlib.redirect_stdout(buffer):
+    with contextlib.redirect_stdout(stdout):
         try:
             tap.sync_all()
         except Exception as exc:  # noqa: BLE001 - handed to the test
             if not expect_error:
                 raise
             run.error = exc
-    run.messages = [json.loads(line) for line in buffer.getvalue().splitlines() if line]
+    stdout.flush()
+    lines = buffer.getvalue().decode("utf-8").splitlines()
+    run.messages = [json.loads(line) for line in lines if line]
     if expect_error and run.error is None:
         msg = "the tap run was expected to fail but succeeded"
         raise AssertionError(msg)
