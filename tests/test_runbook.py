@@ -1,10 +1,10 @@
 """Every ``bash`` block of docs/RUNBOOK.md, run against the emulator and Postgres.
 
 Each runnable block is preceded by ``<!-- runbook: ID -->``. The walkthrough
-below creates the situation a section is about (a failed run, a deleted row, a
-revoked refresh token, a lost grant), runs that section's block exactly as
-written, after the ``shell`` block as an operator would, and checks the
-outcome. A block without a marker, or a marker no test runs, fails the suite.
+below creates the situation a section is about: a failed run, a deleted row, a
+revoked refresh token or a lost grant. It then runs that section's block as
+written, after the ``shell`` block as an operator would, and checks the outcome.
+A block without a marker, or a marker that no test runs, fails the suite.
 """
 
 from __future__ import annotations

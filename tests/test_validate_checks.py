@@ -1,7 +1,7 @@
 """Validation logic against a real Postgres and an in-memory QBO stand-in.
 
 The stand-in replaces only validation's own ``QboSource`` (counts, window
-listing, lookups by id), so these tests pin the classification rules quickly;
+listing, lookups by id), so these tests pin the classification rules quickly.
 ``test_validate_e2e.py`` runs the whole command against the emulator.
 """
 
@@ -47,7 +47,7 @@ def connection(database: PostgresDatabase) -> Iterator[psycopg.Connection]:
 
 @dataclass
 class FakeQbo:
-    """QBO as validation sees it: records by id with their current timestamps."""
+    """In-memory QBO company: records by id with their current timestamps."""
 
     records: dict[str, QboRecordTimes]
 
