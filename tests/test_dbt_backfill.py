@@ -1,6 +1,6 @@
 """End-to-end: backfill an emulated company with `meltano run`, then dbt.
 
-The company holds the captured sandbox records plus generated ones, among them
+The company contains the captured sandbox records plus generated ones, among them
 voided invoices and inactive customers and items. The test runs the pipeline
 as a user would (`meltano run tap-qb-invoices target-postgres dbt-postgres:run`
 after the customers and items), then `dbt build`, and compares the models with

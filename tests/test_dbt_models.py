@@ -1,10 +1,10 @@
 """dbt staging models over raw tables holding the captured QBO sandbox records.
 
-Each test database is made by the project's own ``qbo-backfill db init`` code,
-filled the way target-postgres fills it (one row per QBO ``Id``, the object in
-``payload``) and transformed by ``meltano invoke dbt-postgres``, so the models,
-the Meltano utility and the profile run as in production. dbt connects with the
-environment the Makefile exports: PGUSER is the loader role and
+Each test database is made by the project's own ``qbo-backfill db init`` code
+and filled the way target-postgres fills it: one row per QBO ``Id``, with the
+object in ``payload``. ``meltano invoke dbt-postgres`` then transforms it, so the
+models, the Meltano utility and the profile run as in production. dbt gets the
+environment that the Makefile exports: PGUSER is the loader role and
 QBO_PG_ADMIN_USER the administrator.
 
 The expected values are read by hand off the captured QBO objects. The

@@ -1,5 +1,5 @@
 -- One row per QBO Customer. Inactive customers (QBO's "deleted" ones) and
--- sub-customers (jobs) are kept; is_active and parent_customer_id tell them apart.
+-- sub-customers (jobs) are kept, and is_active and parent_customer_id tell them apart.
 with source as (
 
     select * from {{ source('quickbooks', 'qb_customers_raw') }}

@@ -50,8 +50,8 @@ final as (
 
     select
         *,
-        -- Voiding an invoice keeps it, zeroes its amounts and prepends "Voided"
-        -- to PrivateNote; the API has no other void flag on the Invoice.
+        -- Voiding an invoice in QBO keeps it, zeroes its amounts and prepends
+        -- "Voided" to PrivateNote, so the flag reads that note.
         -- NOTE: a private note that a user starts with "Voided" also matches.
         coalesce(private_note ilike 'voided%', false) as is_voided
     from fields
