@@ -548,8 +548,11 @@ class ServerThread:
         self._loop = loop
         asyncio.set_event_loop(loop)
         try:
+            # Cancelling handlers of closed connections ends a "slow" fault once
+            # the client gives up, and a short shutdown keeps stop() quick.
             runner = web.AppRunner(build_app(self.emulator), access_log=None,
-                                   handle_signals=False)
+                                   handle_signals=False, handler_cancellation=True,
+                                   shutdown_timeout=1.0)
             loop.run_until_complete(runner.setup())
             site = web.SockSite(runner, sock)
             loop.run_until_complete(site.start())
