@@ -17,7 +17,6 @@ import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -203,25 +202,30 @@ class MageSandbox:
         self.secrets.update(values)
 
 
-@pytest.fixture
-def mage_sandbox(tmp_path: Path) -> Iterator[MageSandbox]:
-    """Copy the Mage project to a temporary folder with an empty Mage data folder.
+def make_mage_sandbox(base: Path) -> MageSandbox:
+    """Copy the Mage project under `base` with an empty Mage data folder.
 
     The copy keeps the repository's triggers.yaml untouched when a test
-    retires a trigger. It sits at `<tmp>/orchestration/mage` so its default
-    project root (two folders up) is `<tmp>`, where no Meltano project is,
-    and each test passes `project_root` explicitly.
+    retires a trigger. It sits at `<base>/orchestration/mage`, so its default
+    project root (two folders up) is `base`, where no Meltano project is: each
+    test passes `project_root` explicitly.
     """
     require_mage_venv()
-    project = tmp_path / "orchestration" / "mage"
+    project = base / "orchestration" / "mage"
     shutil.copytree(
         MAGE_PROJECT,
         project,
         ignore=shutil.ignore_patterns("mage_data", "__pycache__", ".logs", ".variables"),
     )
-    data_dir = tmp_path / "mage_data"
+    data_dir = base / "mage_data"
     data_dir.mkdir()
-    yield MageSandbox(project=project, data_dir=data_dir)
+    return MageSandbox(project=project, data_dir=data_dir)
+
+
+@pytest.fixture
+def mage_sandbox(tmp_path: Path) -> MageSandbox:
+    """A Mage project copy with its own data folder and no secrets."""
+    return make_mage_sandbox(tmp_path)
 
 
 FAKE_TOOL = '''#!{python}

@@ -91,7 +91,7 @@ def test_utc_instant_rejects_local_offset_with_utc_equivalent() -> None:
         br.parse_utc_instant("fecha_inicio", "2024-01-01T00:00:00-05:00")
     message = str(caught.value)
     assert "fecha_inicio" in message
-    assert "not in UTC" in message
+    assert "not in UTC (offset -05:00)" in message
     assert "2024-01-01T05:00:00Z" in message
 
 

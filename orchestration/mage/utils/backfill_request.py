@@ -250,10 +250,11 @@ def parse_utc_instant(name: str, value: object) -> datetime:
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=timezone.utc)
 
-    offset = parsed.utcoffset()
-    if offset:
+    if parsed.utcoffset():
+        offset = parsed.strftime("%z")
         raise BackfillRequestError(
-            f"pipeline variable {name}={value!r} is not in UTC (offset {offset}): "
+            f"pipeline variable {name}={value!r} is not in UTC "
+            f"(offset {offset[:3]}:{offset[3:5]}): "
             f"pass its UTC equivalent {format_utc(parsed)} instead"
         )
     return parsed.astimezone(timezone.utc)
