@@ -11,7 +11,13 @@ from types import FrameType
 
 import click
 
-from qbo_emulator import DEFAULT_REFRESH_TOKEN, TOKEN_PATH
+from qbo_emulator import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REALM_ID,
+    DEFAULT_REFRESH_TOKEN,
+    TOKEN_PATH,
+)
 from qbo_emulator.server import Emulator, ServerThread
 from qbo_emulator.testing import build_emulator
 
@@ -107,47 +113,69 @@ def serve(host: str, port: int, invoices: int | None, customers: int | None,
               help="Generated invoices in the measured company.")
 @click.option("--pages", type=int, default=30, show_default=True,
               help="Pages of 1000 invoices to fetch over HTTP.")
-def measure(invoices: int, pages: int) -> None:
+@click.option("--base-url", default=None,
+              help="Measure a running emulator (started with `serve` and "
+                   "--requests-per-minute 0) instead of one in this process.")
+@click.option("--refresh-token", default=DEFAULT_REFRESH_TOKEN,
+              help="Refresh token for --base-url.")
+def measure(invoices: int, pages: int, base_url: str | None, refresh_token: str) -> None:
     """Measure start-up time, memory and page speed of a large company."""
     import resource
 
-    import requests
-
     from qbo_emulator.testing import run_emulator
+
+    if base_url is not None:
+        click.echo(_fetch_pages(base_url.rstrip("/"), DEFAULT_REALM_ID, refresh_token, pages))
+        return
 
     started = time.perf_counter()
     with run_emulator(invoices=invoices, customers=max(1, invoices // 200),
                       items=max(1, invoices // 2000), requests_per_minute=0,
                       max_concurrent=0) as emu:
         startup = time.perf_counter() - started
-        session = requests.Session()
-        token = session.post(emu.token_url, auth=(emu.client_id, emu.client_secret),
-                             data={"grant_type": "refresh_token",
-                                   "refresh_token": emu.refresh_token},
-                             timeout=30).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        window = ("SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '2023-01-01' "
-                  "ORDERBY MetaData.LastUpdatedTime STARTPOSITION {} MAXRESULTS 1000")
-        timings: list[float] = []
-        records = 0
-        for page in range(pages):
-            began = time.perf_counter()
-            response = session.get(f"{emu.api_base}/query",
-                                   params={"query": window.format(1 + page * 1000)},
-                                   headers=headers, timeout=60)
-            body = response.json()
-            timings.append(time.perf_counter() - began)
-            records += body["QueryResponse"].get("maxResults", 0)
+        figures = _fetch_pages(emu.base_url, emu.realm_id, emu.refresh_token, pages)
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        timings.sort()
-        cpu_ms = _page_cpu_ms(emu.emulator, window.format(1))
+        cpu_ms = _page_cpu_ms(emu.emulator, PAGE_QUERY.format(1))
         click.echo(
             f"invoices={invoices} startup_s={startup:.2f} max_rss_mb={rss_mb:.0f} "
-            f"pages={pages} page_ms_median={timings[len(timings) // 2] * 1000:.0f} "
-            f"page_ms_max={timings[-1] * 1000:.0f} "
-            f"records_per_s={records / sum(timings):.0f} "
-            f"server_cpu_ms_per_page={cpu_ms:.0f}"
+            f"{figures} server_cpu_ms_per_page={cpu_ms:.0f}"
         )
+
+
+PAGE_QUERY = ("SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '2023-01-01' "
+              "ORDERBY MetaData.LastUpdatedTime STARTPOSITION {} MAXRESULTS 1000")
+
+
+def _fetch_pages(base_url: str, realm_id: str, refresh_token: str, pages: int) -> str:
+    """Fetch pages of 1000 invoices one after another; return the timings as text."""
+    import requests
+
+    session = requests.Session()
+    answer = session.post(base_url + TOKEN_PATH,
+                          auth=(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET),
+                          data={"grant_type": "refresh_token",
+                                "refresh_token": refresh_token}, timeout=30)
+    if answer.status_code != 200:
+        raise click.ClickException(
+            f"token refresh failed with HTTP {answer.status_code}: {answer.text}; "
+            "pass the current --refresh-token or restart the emulator"
+        )
+    headers = {"Authorization": f"Bearer {answer.json()['access_token']}",
+               "Accept": "application/json"}
+    timings: list[float] = []
+    records = 0
+    for page in range(pages):
+        began = time.perf_counter()
+        response = session.get(f"{base_url}/v3/company/{realm_id}/query",
+                               params={"query": PAGE_QUERY.format(1 + page * 1000)},
+                               headers=headers, timeout=60)
+        body = response.json()
+        timings.append(time.perf_counter() - began)
+        records += body["QueryResponse"].get("maxResults", 0)
+    timings.sort()
+    return (f"pages={pages} page_ms_median={timings[len(timings) // 2] * 1000:.0f} "
+            f"page_ms_max={timings[-1] * 1000:.0f} "
+            f"records_per_s={records / sum(timings):.0f}")
 
 
 def _page_cpu_ms(emulator: Emulator, text: str, repeats: int = 10) -> float:

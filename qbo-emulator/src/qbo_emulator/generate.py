@@ -96,10 +96,12 @@ class RecordGenerator:
         # (Id, name, unit price) of referenced customers and items, dropped on
         # every write because an edit may rename a record.
         self._refs: dict[tuple[str, int], tuple[str, str, float | int]] = {}
+        self._addresses: dict[tuple[str, int], dict[str, Any] | None] = {}
 
     def clear_cache(self) -> None:
         """Forget cached reference names after a record changed."""
         self._refs.clear()
+        self._addresses.clear()
 
     def ref(self, entity: str, row: int) -> tuple[str, str, float | int]:
         """Return (Id, name, unit price) of a Customer or Item row."""
@@ -113,6 +115,14 @@ class RecordGenerator:
         return cached
 
     # -------------------------------------------------------------- helpers
+    def _customer_addresses(self, row: int) -> dict[str, Any] | None:
+        """Return the customer's ShipAddr (or BillAddr), cached per customer."""
+        key = ("ShipAddr", row)
+        if key not in self._addresses:
+            customer = self.company.record("Customer", row)
+            self._addresses[key] = customer.get("ShipAddr") or customer.get("BillAddr")
+        return self._addresses[key]
+
     def _rand(self, entity: str, generated_index: int) -> Draws:
         salt = {"Invoice": 1, "Customer": 2, "Item": 3}[entity]
         return Draws(row_draws(self.seed, salt, [generated_index])[0].tolist())
@@ -401,7 +411,9 @@ class RecordGenerator:
             "BillAddr": self._address(rand, 2000 + index),
         })
         if rand.random() < 0.6:
-            record["ShipAddr"] = self._address(rand, 3000 + index)
+            ship_address = self._customer_addresses(customer_row)
+            if ship_address is not None:
+                record["ShipAddr"] = ship_address
         record.update({
             "SalesTermRef": {"value": "3", "name": "Net 30"},
             "DueDate": (txn_day + timedelta(days=30)).isoformat(),
