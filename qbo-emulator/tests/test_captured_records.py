@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import QboClient
 
 CAPTURED = importlib.resources.files("qbo_emulator") / "captured"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-
 from conftest import QboClient
+
 from qbo_emulator.control import ControlError
 
 LAST = "MetaData.LastUpdatedTime"

@@ -7,8 +7,8 @@ import time
 
 import pytest
 import requests
-
 from conftest import QboClient
+
 from qbo_emulator.testing import run_emulator
 
 THROTTLE_MESSAGE = "message=ThrottleExceeded; errorCode=003001; statusCode=429"

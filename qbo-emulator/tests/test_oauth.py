@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 
 import requests
-
 from conftest import QboClient
+
 from qbo_emulator.testing import run_emulator
 
 

@@ -328,7 +328,7 @@ class Company:
         """Return the records of rows in order, building generated ones in bulk."""
         overrides = self.tables[entity].overrides
         generated = [row for row in rows if row not in overrides]
-        built = dict(zip(generated, self.generator.build_many(entity, generated)))
+        built = dict(zip(generated, self.generator.build_many(entity, generated), strict=True))
         return [overrides[row] if row in overrides else built[row] for row in rows]
 
     def ref_name(self, entity: str, row: int) -> str:

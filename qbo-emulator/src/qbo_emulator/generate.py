@@ -136,7 +136,7 @@ class RecordGenerator:
         draws = row_draws(self.seed, salt, [row - first for row in rows]).tolist()
         builder = {"Invoice": self._invoice, "Customer": self._customer,
                    "Item": self._item}[entity]
-        return [builder(row, Draws(values)) for row, values in zip(rows, draws)]
+        return [builder(row, Draws(values)) for row, values in zip(rows, draws, strict=True)]
 
     def _meta(self, entity: str, row: int) -> tuple[str, str, dict[str, str]]:
         table = self.company.tables[entity]

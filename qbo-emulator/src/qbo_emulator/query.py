@@ -497,7 +497,7 @@ def execute(query: Query, company: Company) -> QueryResult:
         rows = [int(row) for row in selected]
         records = company.records(query.entity, rows)
         pairs = [
-            (row, record) for row, record in zip(rows, records)
+            (row, record) for row, record in zip(rows, records, strict=True)
             if all(_matches(record_value(record, c.prop), c) for c in record_conditions)
         ]
         if sort_prop is not None and sort_prop.column is None:

@@ -11,7 +11,7 @@ import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -271,7 +271,7 @@ def build_app(emulator: Emulator) -> web.Application:
                 "fault": fault_kind,
                 "rows": request.get(ROWS_KEY),
                 "intuit_tid": tid,
-                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             })
 

@@ -13,7 +13,6 @@ from qbo_emulator import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REALM_ID,
-    DEFAULT_REFRESH_TOKEN,
 )
 
 FAULT_KINDS = frozenset({

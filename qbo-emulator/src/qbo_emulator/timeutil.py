@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 _DATETIME_RE = re.compile(
@@ -27,7 +27,7 @@ class CompanyClock:
 
     def now(self) -> float:
         """Return the emulator's current time as epoch seconds."""
-        return datetime.now(timezone.utc).timestamp() + self.offset_seconds
+        return datetime.now(UTC).timestamp() + self.offset_seconds
 
     def format_seconds(self, epoch_seconds: float) -> str:
         """Format an instant as QBO's whole-second local time with offset."""
@@ -59,7 +59,7 @@ class CompanyClock:
         year, month, day, hour, minute, second, fraction, offset = match.groups()
         tz: timezone | ZoneInfo = self.tz
         if offset == "Z":
-            tz = timezone.utc
+            tz = UTC
         elif offset:
             sign = 1 if offset[0] == "+" else -1
             digits = offset[1:].replace(":", "")
