@@ -37,159 +37,169 @@ except ImportError:  # Python 3.11
 if t.TYPE_CHECKING:
     from singer_sdk import Stream
 
-CONFIG_SCHEMA = th.PropertiesList(
-    th.Property(
-        "client_id",
-        th.StringType,
-        required=True,
-        secret=True,
-        description="OAuth client ID of the Intuit app.",
-    ),
-    th.Property(
-        "client_secret",
-        th.StringType,
-        required=True,
-        secret=True,
-        description="OAuth client secret of the Intuit app.",
-    ),
-    th.Property(
-        "refresh_token",
-        th.StringType,
-        required=True,
-        secret=True,
-        description=(
-            "OAuth refresh token of the company. A newer token rotated into "
-            "token_store_path is used in its place, unless this value changed since "
-            "it seeded the store (an operator's replacement)."
+def build_config_schema() -> dict[str, t.Any]:
+    """Build the tap's config JSON Schema: the one declaration of every setting.
+
+    Returns:
+        A new dict on every call, because singer-sdk appends its built-in settings to
+        the schema a tap class holds.
+    """
+    return th.PropertiesList(
+        th.Property(
+            "client_id",
+            th.StringType,
+            required=True,
+            secret=True,
+            description="OAuth client ID of the Intuit app.",
         ),
-    ),
-    th.Property(
-        "realm_id",
-        th.StringType,
-        required=True,
-        description="QBO company (realm) ID.",
-    ),
-    th.Property(
-        "environment",
-        th.StringType,
-        default=DEFAULTS["environment"],
-        allowed_values=["production", "sandbox"],
-        description="Intuit environment, which chooses the API base URL.",
-    ),
-    th.Property(
-        "api_base_url",
-        th.StringType,
-        description=(
-            "API base URL, overriding the environment's (for example the local QBO "
-            "emulator's http://127.0.0.1:8765)."
+        th.Property(
+            "client_secret",
+            th.StringType,
+            required=True,
+            secret=True,
+            description="OAuth client secret of the Intuit app.",
         ),
-    ),
-    th.Property(
-        "token_url",
-        th.StringType,
-        default=INTUIT_TOKEN_URL,
-        description="OAuth 2.0 token endpoint.",
-    ),
-    th.Property(
-        "start_date",
-        th.StringType,
-        required=True,
-        description=(
-            "First instant of the backfill (inclusive), ISO 8601; a date or a "
-            "date-time without offset is read as UTC."
+        th.Property(
+            "refresh_token",
+            th.StringType,
+            required=True,
+            secret=True,
+            description=(
+                "OAuth refresh token of the company. A newer token rotated into "
+                "token_store_path is used in its place, unless this value changed since "
+                "it seeded the store (an operator's replacement)."
+            ),
         ),
-    ),
-    th.Property(
-        "end_date",
-        th.StringType,
-        description=(
-            "End of the backfill (exclusive), ISO 8601, read like start_date. When "
-            "unset, the time the run starts."
+        th.Property(
+            "realm_id",
+            th.StringType,
+            required=True,
+            description="QBO company (realm) ID.",
         ),
-    ),
-    th.Property(
-        "window_size",
-        th.StringType,
-        default=DEFAULTS["window_size"],
-        description="Length of one window: a whole number and m, h, d or w (7d, 12h).",
-    ),
-    th.Property(
-        "window_field",
-        th.StringType,
-        default=DEFAULTS["window_field"],
-        allowed_values=list(WINDOW_FIELDS),
-        description="MetaData timestamp that places a record in a window.",
-    ),
-    th.Property(
-        "page_size",
-        th.IntegerType,
-        default=MAX_PAGE_SIZE,
-        description=f"MAXRESULTS of each query page, 1 to {MAX_PAGE_SIZE}.",
-    ),
-    th.Property(
-        "max_requests_per_minute",
-        th.IntegerType,
-        default=DEFAULTS["max_requests_per_minute"],
-        description="Client-side limit of query requests per minute (QBO allows 500).",
-    ),
-    th.Property(
-        "max_concurrent_requests",
-        th.IntegerType,
-        default=MAX_CONCURRENT_REQUESTS,
-        description=f"Query requests in flight at once, 1 to {MAX_CONCURRENT_REQUESTS}.",
-    ),
-    th.Property(
-        "window_concurrency",
-        th.IntegerType,
-        default=DEFAULTS["window_concurrency"],
-        description=(
-            f"Windows fetched at once, 1 to {MAX_CONCURRENT_REQUESTS}; records are "
-            "still emitted in window order."
+        th.Property(
+            "environment",
+            th.StringType,
+            default=DEFAULTS["environment"],
+            allowed_values=["production", "sandbox"],
+            description="Intuit environment, which chooses the API base URL.",
         ),
-    ),
-    th.Property(
-        "minor_version",
-        th.IntegerType,
-        default=DEFAULTS["minor_version"],
-        description="QBO API minor version.",
-    ),
-    th.Property(
-        "request_timeout",
-        th.NumberType,
-        default=DEFAULTS["request_timeout"],
-        description="Seconds to wait for one HTTP response (QBO stops at 120).",
-    ),
-    th.Property(
-        "user_agent",
-        th.StringType,
-        default=DEFAULTS["user_agent"],
-        description="User-Agent header of every request.",
-    ),
-    th.Property(
-        "token_store_path",
-        th.StringType,
-        default=DEFAULTS["token_store_path"],
-        description=(
-            "Folder of rotated refresh tokens, one owner-only JSON file per realm; "
-            "relative paths start at the working directory."
+        th.Property(
+            "api_base_url",
+            th.StringType,
+            description=(
+                "API base URL, overriding the environment's (for example the local QBO "
+                "emulator's http://127.0.0.1:8765)."
+            ),
         ),
-    ),
-    th.Property(
-        "max_retries",
-        th.IntegerType,
-        default=DEFAULTS["max_retries"],
-        description=(
-            "Retries of one request after 429, 5xx, timeouts, dropped connections and "
-            "401 (after a token refresh)."
+        th.Property(
+            "token_url",
+            th.StringType,
+            default=INTUIT_TOKEN_URL,
+            description="OAuth 2.0 token endpoint.",
         ),
-    ),
-    th.Property(
-        "throttle_wait_seconds",
-        th.NumberType,
-        default=DEFAULTS["throttle_wait_seconds"],
-        description="Seconds to wait after a 429 that has no Retry-After header.",
-    ),
-).to_dict()
+        th.Property(
+            "start_date",
+            th.StringType,
+            required=True,
+            description=(
+                "First instant of the backfill (inclusive), ISO 8601; a date or a "
+                "date-time without offset is read as UTC."
+            ),
+        ),
+        th.Property(
+            "end_date",
+            th.StringType,
+            description=(
+                "End of the backfill (exclusive), ISO 8601, read like start_date. When "
+                "unset, the time the run starts."
+            ),
+        ),
+        th.Property(
+            "window_size",
+            th.StringType,
+            default=DEFAULTS["window_size"],
+            description="Length of one window: a whole number and m, h, d or w (7d, 12h).",
+        ),
+        th.Property(
+            "window_field",
+            th.StringType,
+            default=DEFAULTS["window_field"],
+            allowed_values=list(WINDOW_FIELDS),
+            description="MetaData timestamp that places a record in a window.",
+        ),
+        th.Property(
+            "page_size",
+            th.IntegerType,
+            default=MAX_PAGE_SIZE,
+            description=f"MAXRESULTS of each query page, 1 to {MAX_PAGE_SIZE}.",
+        ),
+        th.Property(
+            "max_requests_per_minute",
+            th.IntegerType,
+            default=DEFAULTS["max_requests_per_minute"],
+            description="Client-side limit of query requests per minute (QBO allows 500).",
+        ),
+        th.Property(
+            "max_concurrent_requests",
+            th.IntegerType,
+            default=MAX_CONCURRENT_REQUESTS,
+            description=f"Query requests in flight at once, 1 to {MAX_CONCURRENT_REQUESTS}.",
+        ),
+        th.Property(
+            "window_concurrency",
+            th.IntegerType,
+            default=DEFAULTS["window_concurrency"],
+            description=(
+                f"Windows fetched at once, 1 to {MAX_CONCURRENT_REQUESTS}; records are "
+                "still emitted in window order."
+            ),
+        ),
+        th.Property(
+            "minor_version",
+            th.IntegerType,
+            default=DEFAULTS["minor_version"],
+            description="QBO API minor version.",
+        ),
+        th.Property(
+            "request_timeout",
+            th.NumberType,
+            default=DEFAULTS["request_timeout"],
+            description="Seconds to wait for one HTTP response (QBO stops at 120).",
+        ),
+        th.Property(
+            "user_agent",
+            th.StringType,
+            default=DEFAULTS["user_agent"],
+            description="User-Agent header of every request.",
+        ),
+        th.Property(
+            "token_store_path",
+            th.StringType,
+            default=DEFAULTS["token_store_path"],
+            description=(
+                "Folder of rotated refresh tokens, one owner-only JSON file per realm; "
+                "relative paths start at the working directory."
+            ),
+        ),
+        th.Property(
+            "max_retries",
+            th.IntegerType,
+            default=DEFAULTS["max_retries"],
+            description=(
+                "Retries of one request after 429, 5xx, timeouts, dropped connections and "
+                "401 (after a token refresh)."
+            ),
+        ),
+        th.Property(
+            "throttle_wait_seconds",
+            th.NumberType,
+            default=DEFAULTS["throttle_wait_seconds"],
+            description="Seconds to wait after a 429 that has no Retry-After header.",
+        ),
+    ).to_dict()
+
+
+CONFIG_SCHEMA = build_config_schema()
 
 
 class TapQuickBooksBackfill(Tap):
