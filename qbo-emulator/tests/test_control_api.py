@@ -130,6 +130,14 @@ def test_scheduled_update_lands_after_kth_query(small_client: QboClient) -> None
     assert state["changes"][0]["applied"] is True
 
 
+def test_schedule_zero_applies_at_once(small_client: QboClient) -> None:
+    item = small_client.emu.control.records("Item", include_inactive=False)[0]
+    small_client.emu.control.schedule(after_query_requests=0, action={
+        "op": "deactivate", "entity": "Item", "id": item["Id"]})
+    assert small_client.emu.control.record("Item", item["Id"])["Active"] is False
+    assert small_client.emu.control.record("Item", item["Id"])["Name"].endswith(" (deleted)")
+
+
 def test_schedule_rejects_bad_action(small_emu) -> None:
     with pytest.raises(ControlError, match="400"):
         small_emu.control.schedule(after_query_requests=1, action={"op": "update"})

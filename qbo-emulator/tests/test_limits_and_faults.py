@@ -171,3 +171,27 @@ def test_faults_aimed_at_token_endpoint(small_client: QboClient) -> None:
 def test_unknown_fault_kind_rejected(small_emu) -> None:
     with pytest.raises(RuntimeError, match="unknown fault kind"):
         small_emu.control.inject_faults("418")
+
+
+def test_requests_per_second_limit() -> None:
+    with run_emulator(invoices=5, customers=1, items=1, requests_per_second=3) as emu:
+        client = QboClient(emu)
+        client.headers()
+        statuses = [client.get("SELECT * FROM Invoice").status_code for _ in range(5)]
+        assert statuses[:3] == [200, 200, 200]
+        assert 429 in statuses[3:]
+
+
+def test_batch_items_count_against_minute_limit() -> None:
+    with run_emulator(invoices=5, customers=1, items=1, requests_per_minute=6) as emu:
+        client = QboClient(emu)
+        items = [{"bId": str(i), "Query": "SELECT COUNT(*) FROM Item"} for i in range(5)]
+
+        def batch() -> int:
+            return client.session.post(f"{emu.api_base}/batch",
+                                       json={"BatchItemRequest": items},
+                                       headers=client.headers(), timeout=10).status_code
+
+        assert batch() == 200
+        assert batch() == 429
+        assert client.get("SELECT * FROM Item").status_code == 200

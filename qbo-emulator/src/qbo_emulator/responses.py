@@ -1,4 +1,4 @@
-"""Bodies of QBO and Intuit OAuth answers, in their exact shapes."""
+"""Bodies of QBO and Intuit OAuth responses, in their exact shapes."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def throttle_body(time_text: str) -> bytes:
 
 def fault(code: str, message: str, detail: str, fault_type: str, time_text: str,
           element: str | None = None) -> dict[str, Any]:
-    """Return a Fault answer as QBO's API (not its gateway) sends it."""
+    """Return a Fault body as QBO's API (not its gateway) sends it."""
     error: dict[str, Any] = {"Message": message, "Detail": detail, "code": code}
     if element is not None:
         error["element"] = element
@@ -98,7 +98,7 @@ def dumps(payload: Any) -> bytes:
 
 
 def to_xml(payload: dict[str, Any], time_text: str) -> bytes:
-    """Render a JSON answer as QBO's ``IntuitResponse`` XML."""
+    """Render a JSON response body as QBO's ``IntuitResponse`` XML."""
     parts = ['<?xml version="1.0" encoding="UTF-8" standalone="yes"?>',
              f'<IntuitResponse xmlns="http://schema.intuit.com/finance/v3" '
              f"time={quoteattr(time_text)}>"]

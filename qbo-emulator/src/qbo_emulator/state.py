@@ -45,7 +45,7 @@ class Settings:
             0 turns the limit off.
         batch_requests_per_minute: batch requests per realm in any 60 s (QBO: 40).
         batch_max_items: items allowed in one batch request.
-        latency_base_ms: added to every API answer, in milliseconds.
+        latency_base_ms: added to every API response, in milliseconds.
         latency_per_record_ms: added per returned record, in milliseconds.
         max_start_position: largest STARTPOSITION accepted; 0 is unlimited.
         cdc_max_days: how far back CDC may look, in days.
@@ -161,7 +161,7 @@ class TokenStore:
         self.access_tokens = {}
 
     def refresh(self, token: str, now: float, settings: Settings) -> dict[str, Any] | None:
-        """Exchange a refresh token; return the token answer or None if invalid."""
+        """Exchange a refresh token. Return the token response, or None if invalid."""
         current = self.refresh_tokens.get(token)
         if current is None or current.expires_at <= now:
             self.refresh_tokens.pop(token, None)
