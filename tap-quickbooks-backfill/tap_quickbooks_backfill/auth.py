@@ -206,7 +206,7 @@ def request_token_refresh(  # noqa: PLR0913
         client_id: OAuth client id.
         client_secret: OAuth client secret.
         refresh_token: The refresh token to exchange.
-        timeout: Seconds to wait for the answer.
+        timeout: Seconds to wait for the response.
         user_agent: ``User-Agent`` header.
 
     Returns:
@@ -214,7 +214,7 @@ def request_token_refresh(  # noqa: PLR0913
 
     Raises:
         RefreshTokenRejectedError: On ``invalid_grant``, ``invalid_client`` or another
-            4xx answer, which no retry can fix.
+            4xx response, which no retry can fix.
         TokenEndpointUnavailableError: On 429, 5xx, a timeout, a dropped connection or
             a body that is not the expected JSON.
     """
@@ -227,13 +227,13 @@ def request_token_refresh(  # noqa: PLR0913
             timeout=timeout,
         )
     except (requests.Timeout, requests.ConnectionError) as exc:
-        msg = f"token endpoint did not answer: {type(exc).__name__}"
+        msg = f"token endpoint did not respond: {type(exc).__name__}"
         raise TokenEndpointUnavailableError(msg) from None
 
     tid = response.headers.get("intuit_tid", "-")
     status = response.status_code
     if status == 429 or status >= 500:  # noqa: PLR2004
-        msg = f"token endpoint answered HTTP {status} (intuit_tid {tid})"
+        msg = f"token endpoint returned HTTP {status} (intuit_tid {tid})"
         raise TokenEndpointUnavailableError(msg)
 
     try:
@@ -255,7 +255,7 @@ def request_token_refresh(  # noqa: PLR0913
         raise RefreshTokenRejectedError(msg)
 
     if not isinstance(body, dict) or not body.get("access_token"):
-        msg = f"token endpoint answered HTTP {status} without an access token"
+        msg = f"token endpoint returned HTTP {status} without an access token"
         raise TokenEndpointUnavailableError(msg)
 
     return TokenGrant(

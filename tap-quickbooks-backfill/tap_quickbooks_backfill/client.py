@@ -2,7 +2,7 @@
 
 One client serves every stream of a run (and the validation command). It refreshes
 the access token, keeps requests under ``max_requests_per_minute`` and at most
-``max_concurrent_requests`` in flight, and retries what QBO says is temporary.
+``max_concurrent_requests`` in flight, and retries the failures that QBO reports as temporary.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class RequestStats:
     Attributes:
         requests: HTTP requests sent, retries included.
         retries: Attempts that failed and were sent again.
-        throttles: Answers with HTTP 429.
+        throttles: Responses with HTTP 429.
         cancel: When set, the unit of work was abandoned: the next attempt or retry
             wait raises :class:`ScanCancelledError` instead of going on.
     """
@@ -90,7 +90,7 @@ class Fault:
 
 
 def _fault_from_json(body: Mapping[str, t.Any]) -> Fault | None:
-    # QBO's API answers with "Fault"/"Error"/"Message"; its gateway (401) with
+    # QBO's API returns "Fault"/"Error"/"Message", and its gateway (401) returns
     # lower-case "fault"/"error"/"message".
     fault = body.get("Fault") or body.get("fault")
     if not isinstance(fault, dict):
@@ -230,14 +230,14 @@ class QBOClient:
     # Queries
 
     def query(self, text: str, *, stats: RequestStats | None = None) -> dict[str, t.Any]:
-        """Send one query and return QBO's JSON answer.
+        """Send one query and return QBO's JSON response.
 
         Args:
             text: A query such as ``SELECT * FROM Invoice MAXRESULTS 10``.
             stats: Counters of the caller's unit of work, updated in place.
 
         Returns:
-            The answer, which has a ``QueryResponse`` object.
+            The response body, which has a ``QueryResponse`` object.
 
         Raises:
             QBORequestError: QBO rejected the query (for example code 4000 or 4001).
@@ -257,7 +257,7 @@ class QBOClient:
         except RetryableError as exc:
             msg = (
                 f"QBO query failed after {self.settings.max_retries + 1} attempts or "
-                f"{MAX_MALFORMED_ATTEMPTS} malformed answers; last error: "
+                f"{MAX_MALFORMED_ATTEMPTS} malformed responses; last error: "
                 f"{self._describe(exc)}. Query: {text}. Re-run the same command to "
                 "resume from the last completed window"
             )
@@ -327,12 +327,12 @@ class QBOClient:
                     timeout=self.settings.request_timeout,
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
-                msg = f"no answer from QBO ({type(exc).__name__})"
+                msg = f"no response from QBO ({type(exc).__name__})"
                 raise RetryableError(msg) from None
 
-        return self._read_answer(response, text, generation)
+        return self._read_response(response, text, generation)
 
-    def _read_answer(
+    def _read_response(
         self,
         response: requests.Response,
         text: str,
@@ -342,7 +342,7 @@ class QBOClient:
         tid = response.headers.get("intuit_tid")
 
         if status == 200:  # noqa: PLR2004
-            return self._read_ok_answer(response, text, tid)
+            return self._read_ok_response(response, text, tid)
 
         fault = parse_fault(response)
         code = fault.code if fault else None
@@ -366,7 +366,7 @@ class QBOClient:
             )
 
         if status in RETRYABLE_STATUSES:
-            msg = f"QBO answered HTTP {status}: {self._fault_text(fault)}"
+            msg = f"QBO returned HTTP {status}: {self._fault_text(fault)}"
             raise RetryableError(
                 msg, status=status, code=code, intuit_tid=tid, retry_after=retry_after
             )
@@ -383,7 +383,7 @@ class QBOClient:
         )
         raise QBORequestError(self._redact(msg))
 
-    def _read_ok_answer(
+    def _read_ok_response(
         self,
         response: requests.Response,
         text: str,
@@ -396,7 +396,7 @@ class QBOClient:
             body = None
 
         if not isinstance(body, dict):
-            msg = "QBO answered HTTP 200 with a body that is not a JSON object"
+            msg = "QBO returned HTTP 200 with a body that is not a JSON object"
             raise RetryableError(msg, status=200, intuit_tid=tid, malformed=True)
 
         fault = _fault_from_json(body)
@@ -404,7 +404,7 @@ class QBOClient:
             # An HTTP 200 can carry a Fault. A SystemFault is QBO's own failure and may
             # pass; any other fault is about the request and would fail again.
             if fault.type == "SystemFault":
-                msg = f"QBO answered HTTP 200 with a SystemFault: {self._fault_text(fault)}"
+                msg = f"QBO returned HTTP 200 with a SystemFault: {self._fault_text(fault)}"
                 raise RetryableError(msg, status=200, code=fault.code, intuit_tid=tid)
             msg = (
                 f"QBO rejected the query with a {fault.type or 'Fault'}, code "
@@ -414,7 +414,7 @@ class QBOClient:
             raise QBORequestError(self._redact(msg))
 
         if not isinstance(body.get("QueryResponse"), dict):
-            msg = "QBO answered HTTP 200 without a QueryResponse object"
+            msg = "QBO returned HTTP 200 without a QueryResponse object"
             raise RetryableError(msg, status=200, intuit_tid=tid, malformed=True)
 
         return body
@@ -427,8 +427,8 @@ class QBOClient:
 
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RetryableError) and exc.malformed:
-            malformed = getattr(state, "malformed_answers", 0) + 1
-            state.malformed_answers = malformed  # type: ignore[attr-defined]
+            malformed = getattr(state, "malformed_responses", 0) + 1
+            state.malformed_responses = malformed  # type: ignore[attr-defined]
             return malformed >= MAX_MALFORMED_ATTEMPTS
 
         return False
@@ -439,7 +439,7 @@ class QBOClient:
             if exc.retry_after is not None:
                 return min(exc.retry_after, MAX_RETRY_AFTER_SECONDS)
             if exc.throttled:
-                # QBO asks clients to wait about a minute after a 429.
+                # Intuit's guidance is to wait about a minute after a 429.
                 return self.settings.throttle_wait_seconds
 
         backoff = tenacity.wait_exponential_jitter(initial=1, max=MAX_BACKOFF_SECONDS)

@@ -15,7 +15,7 @@ class RetryableError(QBOError):
         code: QBO error code from the Fault body, when there is one.
         intuit_tid: Intuit's transaction id from the response headers.
         retry_after: Seconds from a ``Retry-After`` header, when present.
-        throttled: Whether QBO answered 429 (request limit reached).
+        throttled: Whether QBO returned 429 (request limit reached).
         malformed: Whether the body was not the JSON QBO should send.
     """
 
@@ -40,10 +40,6 @@ class RetryableError(QBOError):
         self.malformed = malformed
 
 
-class AccessTokenRejectedError(QBOError):
-    """QBO answered 401: the access token expired or was revoked."""
-
-
 class QBORequestError(QBOError):
     """A request that QBO rejected for good, such as a query error (4000, 4001)."""
 
@@ -57,7 +53,7 @@ class RefreshTokenRejectedError(QBOError):
 
 
 class TokenEndpointUnavailableError(QBOError):
-    """The token endpoint answered 429 or 5xx, or did not answer: worth retrying."""
+    """The token endpoint returned 429 or 5xx, or did not respond, so a retry may work."""
 
 
 class WindowScanError(QBOError):

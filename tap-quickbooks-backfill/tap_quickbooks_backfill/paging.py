@@ -234,7 +234,7 @@ class WindowScanner:
         # QBO leaves the entity key out entirely when no row matches.
         rows = body["QueryResponse"].get(self.entity, [])
         if not isinstance(rows, list):
-            msg = f"QBO answered a {self.entity} page whose rows are not a list"
+            msg = f"QBO returned a {self.entity} page whose rows are not a list"
             raise WindowScanError(msg)
         return rows
 

@@ -100,11 +100,6 @@ class Settings:
             f"page_size={self.page_size})"
         )
 
-    @property
-    def query_field(self) -> str:
-        """QBO property path of the window field, for example ``MetaData.CreateTime``."""
-        return f"MetaData.{self.window_field}"
-
 
 def parse_window_size(text: str) -> dt.timedelta:
     """Parse a window size such as ``7d``, ``12h``, ``30m`` or ``2w``.

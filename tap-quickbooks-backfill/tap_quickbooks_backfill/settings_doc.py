@@ -1,6 +1,6 @@
 """Markdown table of the tap's settings, generated from its config schema.
 
-Run ``python -m tap_quickbooks_backfill.settings_doc`` to print it; the README holds a
+Run ``python -m tap_quickbooks_backfill.settings_doc`` to print it; the README contains a
 copy that a test keeps equal to this output.
 """
 

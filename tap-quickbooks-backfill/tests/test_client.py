@@ -153,7 +153,7 @@ def test_query_error_fails_at_once_with_qbo_message(base_config):
     assert len(session.sent_queries) == 1
 
 
-def test_validation_fault_in_http_200_is_an_error_not_an_empty_page(base_config):
+def test_fault_in_http_200_is_error(base_config):
     session = ScriptedSession(queries=[response(200, PARSER_ERROR)])
     client = make_client(base_config, session)
 
@@ -189,7 +189,7 @@ def test_401_triggers_refresh_and_new_token_is_used(base_config):
     assert refresh_tokens == [base_config["refresh_token"], "refresh-2"]
 
 
-def test_rotated_token_is_stored_owner_only_and_used_next_run(base_config):
+def test_rotated_token_stored_owner_only(base_config):
     first = ScriptedSession(queries=[count_answer(1)], tokens=[token_answer("a1", "rotated-1")])
     make_client(base_config, first).count_query("SELECT COUNT(*) FROM Invoice")
 
@@ -232,7 +232,7 @@ def test_invalid_grant_stops_with_reconnect_message(base_config):
     assert session.sent_queries == []
 
 
-def test_token_endpoint_errors_are_retried_and_keep_stored_token(base_config):
+def test_token_endpoint_errors_retried(base_config):
     store = TokenStore(base_config["token_store_path"], base_config["realm_id"])
     store.save("stored-before", configured=base_config["refresh_token"])
     session = ScriptedSession(

@@ -83,7 +83,7 @@ def test_failed_window_stops_bookmark_before_it(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("window_concurrency", [1, 3])
 def test_in_flight_requests_stay_within_emulator_limit(tmp_path, window_concurrency):
-    # The emulator answers 429 when more than max_concurrent requests are in flight.
+    # The emulator returns 429 when more than max_concurrent requests are in flight.
     with run_emulator(
         invoices=600, customers=5, items=5, max_concurrent=3, latency_base_ms=5
     ) as emu:

@@ -167,7 +167,7 @@ def test_requests_stay_near_one_per_thousand_records(tmp_path):
     assert sent == audit["requests"]
 
 
-def test_state_advances_per_completed_window_and_never_past_end(tmp_path):
+def test_bookmark_follows_completed_windows(tmp_path):
     with run_emulator(invoices=100, customers=5, items=5) as emu:
         config = emulator_config(
             emu,
@@ -229,7 +229,7 @@ def test_bookmark_at_end_means_nothing_to_do(tmp_path):
     assert sent == []
 
 
-def test_run_failing_mid_window_resumes_from_last_complete_window(tmp_path, monkeypatch):
+def test_failed_run_resumes_at_bookmark(tmp_path, monkeypatch):
     with run_emulator(invoices=300, customers=5, items=5) as emu:
         config = emulator_config(
             emu,

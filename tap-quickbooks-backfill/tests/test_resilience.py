@@ -71,7 +71,7 @@ def test_expired_access_token_mid_run_triggers_refresh(tmp_path, sleeps):
     assert len(token_calls) == 2
 
 
-def test_rotated_token_persists_and_next_run_from_original_config_uses_it(tmp_path):
+def test_rotated_token_used_by_next_run(tmp_path):
     with run_emulator(invoices=20, customers=5, items=5, rotation="every_refresh") as emu:
         config = emulator_config(emu, tmp_path, end_date=RANGE_END)
         run_tap(config, streams=["qb_items_raw"])
