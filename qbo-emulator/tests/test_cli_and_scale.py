@@ -27,7 +27,8 @@ def test_serve_prints_ready_line_and_answers() -> None:
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "qbo_emulator.cli", "serve", "--port", str(port),
-         "--invoices", "30", "--customers", "5", "--items", "4"],
+         "--invoices", "30", "--customers", "5", "--items", "4",
+         "--set", "requests_per_second=7"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -45,6 +46,8 @@ def test_serve_prints_ready_line_and_answers() -> None:
                                 headers={"Authorization": f"Bearer {token}",
                                          "Accept": "application/json"}, timeout=10)
         assert response.json()["QueryResponse"] == {"totalCount": 30}
+        config = requests.get(f"{base_url}/_emulator/config", timeout=10).json()
+        assert config["settings"]["requests_per_second"] == 7
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0

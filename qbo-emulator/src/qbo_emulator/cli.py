@@ -64,16 +64,24 @@ def main() -> None:
               help="Milliseconds added per returned record (default 0).")
 @click.option("--max-start-position", type=int, default=None,
               help="Largest STARTPOSITION accepted; 0 is unlimited (default 100000).")
+@click.option("--set", "extra_settings", multiple=True, metavar="NAME=VALUE",
+              help="Any other setting, e.g. --set requests_per_second=10 "
+                   "(repeatable; names as in the README's settings table).")
 @click.option("--log-level", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def serve(host: str, port: int, invoices: int | None, customers: int | None,
           items: int | None, seed: int, tie_size: int | None,
           include_captured: bool | None, refresh_token: str, log_level: str,
-          **settings: object) -> None:
+          extra_settings: tuple[str, ...], **settings: object) -> None:
     """Serve the emulator until interrupted; print one line when ready."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(message)s")
     started = time.perf_counter()
     chosen = {name: value for name, value in settings.items() if value is not None}
+    for item in extra_settings:
+        name, separator, value = item.partition("=")
+        if not separator:
+            raise click.UsageError(f"--set {item!r} is not NAME=VALUE")
+        chosen[name.strip().replace("-", "_")] = value.strip()
     try:
         emulator = build_emulator(invoices, customers, items, seed, tie_size,
                                   include_captured, refresh_token, **chosen)
