@@ -38,7 +38,7 @@ def test_token_requests_do_not_count_against_api_limit() -> None:
 
 def test_concurrent_requests_over_limit_throttled() -> None:
     with run_emulator(invoices=20, customers=2, items=2, max_concurrent=2,
-                      requests_per_minute=0, latency_base_ms=300) as emu:
+                      requests_per_minute=0, latency_base_ms=1500) as emu:
         client = QboClient(emu)
         headers = client.headers()
 
@@ -55,7 +55,7 @@ def test_concurrent_requests_over_limit_throttled() -> None:
 
 def test_ten_slow_requests_served_concurrently() -> None:
     with run_emulator(invoices=20, customers=2, items=2, max_concurrent=10,
-                      latency_base_ms=400) as emu:
+                      latency_base_ms=500) as emu:
         client = QboClient(emu)
         headers = client.headers()
 
@@ -69,7 +69,8 @@ def test_ten_slow_requests_served_concurrently() -> None:
             statuses = list(pool.map(lambda _: one(), range(10)))
         elapsed = time.perf_counter() - started
         assert statuses == [200] * 10
-        assert elapsed < 4 * 0.4
+        # One after another they would take 5 s.
+        assert elapsed < 2.5
 
 
 def test_latency_per_record(small_client: QboClient) -> None:
@@ -81,7 +82,7 @@ def test_latency_per_record(small_client: QboClient) -> None:
     small_client.get("SELECT COUNT(*) FROM Invoice")
     fast = time.perf_counter() - started
     assert slow >= 0.4
-    assert fast < 0.4
+    assert fast < slow
 
 
 @pytest.mark.parametrize(("kind", "status"), [("429", 429), ("500", 500), ("503", 503),
