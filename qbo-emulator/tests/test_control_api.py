@@ -27,6 +27,14 @@ def test_update_bumps_sync_token_and_last_updated(small_client: QboClient) -> No
     assert served == [after]
 
 
+def test_update_with_null_removes_property(small_client: QboClient) -> None:
+    control = small_client.emu.control
+    invoice = next(r for r in control.records("Invoice") if "ShipAddr" in r)
+    changed = control.update("Invoice", invoice["Id"], {"ShipAddr": None})
+    assert "ShipAddr" not in changed
+    assert "ShipAddr" not in control.record("Invoice", invoice["Id"])
+
+
 def test_update_to_given_instant_moves_row_between_windows(small_client: QboClient) -> None:
     control = small_client.emu.control
     target = control.records("Invoice")[5]

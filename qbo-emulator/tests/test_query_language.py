@@ -205,6 +205,13 @@ def test_offset_pages_cover_all_rows_once(client: QboClient) -> None:
     assert len(seen) == len(set(seen)) == 2005
 
 
+def test_startposition_is_one_based(client: QboClient) -> None:
+    query = f"SELECT * FROM Invoice ORDERBY {LAST} STARTPOSITION {{}} MAXRESULTS 3"
+    first = client.rows(query.format(1), "Invoice")
+    second = client.rows(query.format(2), "Invoice")
+    assert [r["Id"] for r in second[:2]] == [r["Id"] for r in first[1:]]
+
+
 def test_ties_are_not_in_id_order(client: QboClient) -> None:
     rows = client.rows(f"SELECT * FROM Invoice WHERE {LAST} = '2024-06-28T16:45:12-07:00' "
                        "MAXRESULTS 1000", "Invoice")
