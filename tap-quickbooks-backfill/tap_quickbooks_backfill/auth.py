@@ -169,7 +169,7 @@ class TokenStore:
                 json.dump(record, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
+            Path(temporary).replace(self.path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 Path(temporary).unlink()

@@ -221,7 +221,7 @@ class QBOClient:
         """Close the HTTP session."""
         self._session.close()
 
-    def __enter__(self) -> QBOClient:  # noqa: D105
+    def __enter__(self) -> t.Self:  # noqa: D105
         return self
 
     def __exit__(self, *_: object) -> None:  # noqa: D105

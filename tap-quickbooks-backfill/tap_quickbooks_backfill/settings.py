@@ -17,7 +17,7 @@ from tap_quickbooks_backfill import __version__
 
 PRODUCTION_API_BASE_URL = "https://quickbooks.api.intuit.com"
 SANDBOX_API_BASE_URL = "https://sandbox-quickbooks.api.intuit.com"
-INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"  # noqa: S105
 
 ENVIRONMENT_BASE_URLS = {
     "production": PRODUCTION_API_BASE_URL,
@@ -87,7 +87,7 @@ class Settings:
     minor_version: int = 75
     request_timeout: float = 150.0
     user_agent: str = DEFAULTS["user_agent"]
-    token_store_path: str = ".secrets/qbo-tokens"
+    token_store_path: str = ".secrets/qbo-tokens"  # noqa: S105 - a folder, not a secret
     max_retries: int = 8
     throttle_wait_seconds: float = 60.0
 

@@ -8,8 +8,8 @@ import typing as t
 
 from singer_sdk import Stream
 from singer_sdk import typing as th
-from singer_sdk.singerlib import RecordMessage
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.singerlib import RecordMessage
 
 from tap_quickbooks_backfill.extraction import (
     OUTCOME_COMPLETE,

@@ -9,10 +9,9 @@ from collections import deque
 import requests
 
 
-
 def response(
     status: int,
-    body: t.Any = None,  # noqa: ANN401
+    body: t.Any = None,
     *,
     text: str | None = None,
     headers: dict[str, str] | None = None,
@@ -70,11 +69,11 @@ class ScriptedSession:
         self.sent_queries: list[dict[str, t.Any]] = []
         self.sent_tokens: list[dict[str, t.Any]] = []
 
-    def get(self, url: str, **kwargs: t.Any) -> requests.Response:  # noqa: ANN401
+    def get(self, url: str, **kwargs: t.Any) -> requests.Response:
         self.sent_queries.append({"url": url, **kwargs})
         return self._next(self.queries, "query")
 
-    def post(self, url: str, **kwargs: t.Any) -> requests.Response:  # noqa: ANN401
+    def post(self, url: str, **kwargs: t.Any) -> requests.Response:
         self.sent_tokens.append({"url": url, **kwargs})
         return self._next(self.tokens, "token")
 

@@ -18,7 +18,7 @@ ENTITY_STREAMS = {
 }
 
 
-def emulator_config(emu: t.Any, tmp_path: t.Any, **overrides: t.Any) -> dict[str, t.Any]:  # noqa: ANN401
+def emulator_config(emu: t.Any, tmp_path: t.Any, **overrides: t.Any) -> dict[str, t.Any]:
     """A tap config pointing at a running emulator, tokens kept under tmp_path."""
     return {
         "client_id": emu.client_id,
@@ -94,7 +94,7 @@ def run_tap(
     with contextlib.redirect_stdout(stdout):
         try:
             tap.sync_all()
-        except Exception as exc:  # noqa: BLE001 - handed to the test
+        except Exception as exc:
             if not expect_error:
                 raise
             run.error = exc

@@ -36,7 +36,7 @@ PARSER_ERROR = {
         "Error": [
             {
                 "Message": "Error parsing query",
-                "Detail": "QueryParserError: Encountered \" \"null\" \"NULL \"\" at line 1",
+                "Detail": 'QueryParserError: Encountered " "null" "NULL "" at line 1',
                 "code": "4000",
             }
         ],
