@@ -545,10 +545,10 @@ class QBOClient:
             # may be dead, so losing the new one would lock the next run out.
             self._store.save(grant.refresh_token, configured=settings.refresh_token)
 
+        # Short-lived tokens (as an emulator may issue) keep half their life as margin.
+        margin = min(TOKEN_EXPIRY_MARGIN_SECONDS, grant.expires_in / 2)
         self._access_token = grant.access_token
-        self._token_expires_at = (
-            time.monotonic() + grant.expires_in - TOKEN_EXPIRY_MARGIN_SECONDS
-        )
+        self._token_expires_at = time.monotonic() + grant.expires_in - margin
         self._token_generation += 1
         LOGGER.info(
             "Refreshed the QBO access token for realm %s (valid %d s)",

@@ -26,13 +26,17 @@ def response(
     return answer
 
 
-def token_answer(access: str = "access-1", refresh: str = "refresh-2") -> requests.Response:
+def token_answer(
+    access: str = "access-1",
+    refresh: str = "refresh-2",
+    expires_in: float = 3600,
+) -> requests.Response:
     """A successful OAuth refresh answer."""
     return response(
         200,
         {
             "token_type": "bearer",
-            "expires_in": 3600,
+            "expires_in": expires_in,
             "refresh_token": refresh,
             "x_refresh_token_expires_in": 8726400,
             "access_token": access,

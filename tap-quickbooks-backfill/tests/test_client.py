@@ -189,6 +189,21 @@ def test_401_triggers_refresh_and_new_token_is_used(base_config):
     assert refresh_tokens == [base_config["refresh_token"], "refresh-2"]
 
 
+def test_access_token_refreshed_before_expiry(base_config):
+    session = ScriptedSession(
+        queries=[count_answer(1), count_answer(2)],
+        tokens=[token_answer("short-1", "refresh-2", expires_in=0.4), token_answer("a2", "r3")],
+    )
+    client = make_client(base_config, session)
+
+    client.count_query("SELECT COUNT(*) FROM Invoice")
+    time.sleep(0.25)
+    client.count_query("SELECT COUNT(*) FROM Invoice")
+
+    authorizations = [sent["headers"]["Authorization"] for sent in session.sent_queries]
+    assert authorizations == ["Bearer short-1", "Bearer a2"]
+
+
 def test_rotated_token_stored_owner_only(base_config):
     first = ScriptedSession(queries=[count_answer(1)], tokens=[token_answer("a1", "rotated-1")])
     make_client(base_config, first).count_query("SELECT COUNT(*) FROM Invoice")
