@@ -114,6 +114,7 @@ def serve(host: str, port: int, invoices: int | None, customers: int | None,
     signal.signal(signal.SIGINT, request_stop)
     stop.wait()
     server.stop()
+    logging.getLogger("qbo_emulator").info("qbo-emulator on %s stopped", base_url)
 
 
 @main.command()
