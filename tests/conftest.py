@@ -284,6 +284,22 @@ def wait_until(condition: Any, timeout: float, message: str) -> None:  # noqa: A
         time.sleep(0.05)
 
 
+def _private_meltano_dir(path: Path) -> Path:
+    """Create a Meltano system folder that shares the installed plugins only.
+
+    Meltano keeps the system database (state) and each plugin's generated
+    config and catalog under ``.meltano/``. Two runs of one extractor at the
+    same time overwrite each other's catalog there, so every test gets a folder
+    of its own whose plugin folders link to the project's installed ones.
+    """
+    path.mkdir(parents=True)
+    for plugin_type in ("extractors", "loaders", "utilities"):
+        installed = PROJECT_ROOT / ".meltano" / plugin_type
+        if installed.is_dir():
+            (path / plugin_type).symlink_to(installed, target_is_directory=True)
+    return path
+
+
 @pytest.fixture
 def meltano_project(
     meltano_installed: Path, database: PostgresDatabase, tmp_path: Path
@@ -294,7 +310,7 @@ def meltano_project(
         {
             "MELTANO_PROJECT_ROOT": str(PROJECT_ROOT),
             "MELTANO_ENVIRONMENT": "dev",
-            "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+            "MELTANO_SYS_DIR_ROOT": str(_private_meltano_dir(tmp_path / "meltano")),
             "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
             "TAP_QUICKBOOKS_BACKFILL_TOKEN_STORE_PATH": str(project.token_store),
             **database.loader_environment(),
