@@ -28,7 +28,7 @@ class AdminConnection:
         user: Administrator role: it needs CREATE on the database and CREATEROLE,
             or an existing loader role.
         password: Administrator password, or None for trust or a ``.pgpass`` file.
-        database: Database that holds schema ``raw``.
+        database: Database that contains schema ``raw``.
     """
 
     host: str

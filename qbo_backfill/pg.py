@@ -326,7 +326,7 @@ def _server_user() -> pwd.struct_passwd | None:
     except KeyError:
         pass
 
-    logger.info("creating system user %s to run PostgreSQL (it refuses to run as root)",
+    logger.info("creating system user %s to run PostgreSQL, which does not run as root",
                 SERVER_USER)
     result = subprocess.run(
         ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",

@@ -10,7 +10,7 @@ def project_root() -> Path:
     """Return the project root: ``MELTANO_PROJECT_ROOT``, else the nearest ``meltano.yml``.
 
     Searches the current folder and its parents, and falls back to the current
-    folder when none holds a ``meltano.yml``.
+    folder when none contains a ``meltano.yml``.
     """
     configured = os.environ.get("MELTANO_PROJECT_ROOT")
     if configured:

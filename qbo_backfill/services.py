@@ -25,7 +25,7 @@ class BackgroundService:
     Attributes:
         name: Short name; the pid file is ``.run/<name>.pid``, the log ``.run/<name>.log``.
         run_dir: Folder of the pid and log files.
-        port: TCP port on 127.0.0.1 that tells the service is ready once it accepts.
+        port: TCP port on 127.0.0.1; the service is ready once it accepts connections.
     """
 
     name: str

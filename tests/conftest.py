@@ -1,9 +1,9 @@
 """Fixtures of the project's end-to-end tests: Postgres, Meltano and the emulator.
 
-The tests run the real ``meltano run`` as a subprocess, against the QBO
-emulator (in a thread of the test process, on a free loopback port) and a real
-PostgreSQL server: the one named by ``PGHOST`` when set, else the project's
-embedded server, started when needed. Each test session creates a database of
+The tests run the real ``meltano run`` as a subprocess. It reads from the QBO
+emulator, which runs in a thread of the test process on a free loopback port,
+and loads into a real PostgreSQL server: the one named by ``PGHOST`` when set,
+else the project's embedded server, started when needed. Each test session creates a database of
 its own and drops it at the end; each test starts from empty raw tables and its
 own Meltano system database (so its own state), while every test shares the
 plugins that ``meltano install`` put in ``.meltano/``.

@@ -233,7 +233,7 @@ def test_state_clear_reprocesses_window(
     emulator.control.update("Customer", customer, {}, last_updated="2024-02-01T00:00:00Z")
     assert_succeeded(meltano_project.backfill("customers", START, END, env=WINDOW_SIZE))
 
-    # An edit that keeps the record inside the finished range: only a reprocess sees it.
+    # An edit that keeps the record inside the finished range: only a reprocess reads it.
     emulator.control.update("Customer", customer, {"Notes": "corrected later"},
                             last_updated="2024-02-02T00:00:00Z")
     assert_succeeded(meltano_project.backfill("customers", START, END, env=WINDOW_SIZE))

@@ -50,7 +50,7 @@ def test_killed_run_completes_on_rerun(
 
     emulator.control.set_config(latency_base_ms=0)
     # The killed run never marked its Meltano job as ended; --force skips the
-    # check that would otherwise refuse a new run for about 5 minutes.
+    # check that would otherwise reject a new run for about 5 minutes.
     result = meltano_project.run("run", "--force", "tap-qb-customers", "target-postgres",
                                  env=env)
     assert_succeeded(result)
