@@ -244,15 +244,15 @@ def request_token_refresh(  # noqa: PLR0913
     if status >= 400:  # noqa: PLR2004
         error = body.get("error") if isinstance(body, dict) else None
         if error == "invalid_grant":
-            raise RefreshTokenRejectedError(INVALID_GRANT_MESSAGE)
+            raise RefreshTokenRejectedError(INVALID_GRANT_MESSAGE, error=error)
         if error == "invalid_client":
-            raise RefreshTokenRejectedError(INVALID_CLIENT_MESSAGE)
+            raise RefreshTokenRejectedError(INVALID_CLIENT_MESSAGE, error=error)
         msg = (
             f"token endpoint rejected the refresh with HTTP {status} "
             f"(error {error or 'unknown'}, intuit_tid {tid}): check the app's "
             "credentials and token_url"
         )
-        raise RefreshTokenRejectedError(msg)
+        raise RefreshTokenRejectedError(msg, error=error)
 
     if not isinstance(body, dict) or not body.get("access_token"):
         msg = f"token endpoint returned HTTP {status} without an access token"

@@ -26,6 +26,7 @@ from tap_quickbooks_backfill import queries
 from tap_quickbooks_backfill.auth import TokenGrant, TokenStore, request_token_refresh
 from tap_quickbooks_backfill.errors import (
     QBORequestError,
+    RefreshTokenRejectedError,
     RetriesExhaustedError,
     RetryableError,
     ScanCancelledError,
@@ -522,16 +523,7 @@ class QBOClient:
             refresh_token = self._store.refresh_token_to_use(settings.refresh_token)
             self._secrets.add(refresh_token)
             try:
-                grant: TokenGrant = retrying(
-                    request_token_refresh,
-                    self._session,
-                    token_url=settings.token_url,
-                    client_id=settings.client_id,
-                    client_secret=settings.client_secret,
-                    refresh_token=refresh_token,
-                    timeout=settings.request_timeout,
-                    user_agent=settings.user_agent,
-                )
+                grant = self._exchange_with_fallback(retrying, refresh_token)
             except TokenEndpointUnavailableError as exc:
                 msg = (
                     f"token endpoint still unavailable after {settings.max_retries + 1} "
@@ -555,6 +547,41 @@ class QBOClient:
             settings.realm_id,
             int(grant.expires_in),
         )
+
+    def _exchange_with_fallback(
+        self,
+        retrying: tenacity.Retrying,
+        refresh_token: str,
+    ) -> TokenGrant:
+        settings = self.settings
+
+        def exchange(token: str) -> TokenGrant:
+            return retrying(
+                request_token_refresh,
+                self._session,
+                token_url=settings.token_url,
+                client_id=settings.client_id,
+                client_secret=settings.client_secret,
+                refresh_token=token,
+                timeout=settings.request_timeout,
+                user_agent=settings.user_agent,
+            )
+
+        try:
+            return exchange(refresh_token)
+        except RefreshTokenRejectedError as exc:
+            if exc.error != "invalid_grant" or refresh_token == settings.refresh_token:
+                raise
+
+        # The stored token can be dead while the configured one still works, for example
+        # when QBO keeps a replaced token alive for a while or the store outlived the
+        # company it was issued for. A second invalid_grant ends the run.
+        LOGGER.warning(
+            "Stored refresh token of realm %s rejected (invalid_grant); trying the "
+            "configured one",
+            settings.realm_id,
+        )
+        return exchange(settings.refresh_token)
 
     def _log_token_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

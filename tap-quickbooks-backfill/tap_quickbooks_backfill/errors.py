@@ -49,7 +49,16 @@ class RetriesExhaustedError(QBOError):
 
 
 class RefreshTokenRejectedError(QBOError):
-    """The token endpoint rejected the refresh token or the client credentials."""
+    """The token endpoint rejected the refresh token or the client credentials.
+
+    Attributes:
+        error: OAuth error code, such as ``invalid_grant`` or ``invalid_client``.
+    """
+
+    def __init__(self, message: str, *, error: str | None = None) -> None:
+        """Store the message and the OAuth error code."""
+        super().__init__(message)
+        self.error = error
 
 
 class TokenEndpointUnavailableError(QBOError):

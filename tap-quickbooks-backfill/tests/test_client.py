@@ -247,6 +247,22 @@ def test_invalid_grant_stops_with_reconnect_message(base_config):
     assert session.sent_queries == []
 
 
+def test_dead_stored_token_falls_back_to_configured(base_config):
+    store = TokenStore(base_config["token_store_path"], base_config["realm_id"])
+    store.save("stored-dead", configured=base_config["refresh_token"])
+    invalid_grant = response(400, {"error": "invalid_grant"})
+    session = ScriptedSession(
+        queries=[count_answer(1)], tokens=[invalid_grant, token_answer("a1", "fresh")]
+    )
+    client = make_client(base_config, session)
+
+    assert client.count_query("SELECT COUNT(*) FROM Invoice") == 1
+
+    sent = [entry["data"]["refresh_token"] for entry in session.sent_tokens]
+    assert sent == ["stored-dead", base_config["refresh_token"]]
+    assert "fresh" in store.path.read_text()
+
+
 def test_token_endpoint_errors_retried(base_config):
     store = TokenStore(base_config["token_store_path"], base_config["realm_id"])
     store.save("stored-before", configured=base_config["refresh_token"])
