@@ -134,8 +134,9 @@ demo: setup db-init $(if $(filter yes,$(USE_EMULATOR)),emulator-start)
 		export TAP_QB_$${entity}_START_DATE='$(DEMO_START)' TAP_QB_$${entity}_END_DATE='$(DEMO_END)'; \
 	done; \
 	$(MELTANO) run qb_invoices_backfill qb_customers_backfill qb_items_backfill
-	$(WITH_PG) $(QBO) db counts
 	$(WITH_PG) $(MELTANO) invoke dbt-postgres:build
+	$(WITH_PG) $(QBO) validate --entity all --start '$(DEMO_START)' --end '$(DEMO_END)'
+	$(WITH_PG) $(QBO) db counts
 	@echo "Postgres and the emulator keep running: make pg-stop emulator-stop"
 
 counts: $(SETUP_STAMP)
