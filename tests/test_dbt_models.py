@@ -565,6 +565,36 @@ def test_columns_have_analyst_types(staged: RawDatabase) -> None:
     assert not_snake_case == []
 
 
+def test_keys_and_join_columns_indexed(staged: RawDatabase) -> None:
+    indexes = {
+        (row["table_name"], row["column_name"], row["is_unique"])
+        for row in _fetch_all(
+            staged,
+            "select tables.relname as table_name, columns.attname as column_name, "
+            "indexes.indisunique as is_unique "
+            "from pg_index as indexes "
+            "join pg_class as tables on tables.oid = indexes.indrelid "
+            "join pg_namespace as schemas on schemas.oid = tables.relnamespace "
+            "join pg_attribute as columns on columns.attrelid = tables.oid "
+            "and columns.attnum = any(indexes.indkey) "
+            "where schemas.nspname = %s and indexes.indnatts = 1",
+            (STAGING_SCHEMA,),
+        )
+    }
+
+    for index in [
+        ("stg_quickbooks__invoices", "invoice_id", True),
+        ("stg_quickbooks__invoices", "customer_id", False),
+        ("stg_quickbooks__invoices", "transaction_date", False),
+        ("stg_quickbooks__invoice_lines", "invoice_line_key", True),
+        ("stg_quickbooks__invoice_lines", "invoice_id", False),
+        ("stg_quickbooks__invoice_lines", "item_id", False),
+        ("stg_quickbooks__customers", "customer_id", True),
+        ("stg_quickbooks__items", "item_id", True),
+    ]:
+        assert index in indexes
+
+
 # ------------------------------------------------------------ documentation
 
 
