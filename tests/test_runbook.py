@@ -10,6 +10,7 @@ A block without a marker, or a marker that no test runs, fails the suite.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ def test_runbook_walkthrough(
     })
     operator = Operator(meltano_project, {"NEW_REFRESH_TOKEN": NEW_REFRESH_TOKEN})
     logs_before = set((PROJECT_ROOT / ".run" / "logs").glob("invoices-*.log"))
+    evidence_before = set((PROJECT_ROOT / "evidence").glob("*"))
 
     try:
         _walk_through(operator, meltano_project, emulator, database)
@@ -102,6 +104,8 @@ def test_runbook_walkthrough(
             log.unlink()
         for purged in (PROJECT_ROOT / ".run").glob("purged-invoices-before-*.csv"):
             purged.unlink()
+        for folder in set((PROJECT_ROOT / "evidence").glob("*")) - evidence_before:
+            shutil.rmtree(folder)
 
     every_id = {block_id for block_id, _ in runbook_blocks()}
     assert every_id - {"shell"} <= set(operator.ran), "runbook blocks no test runs"
