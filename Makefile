@@ -55,7 +55,7 @@ PACKAGE_FILES := pyproject.toml qbo-emulator/pyproject.toml tap-quickbooks-backf
 MELTANO_FILES := meltano.yml $(wildcard plugins/*/*.lock) tap-quickbooks-backfill/pyproject.toml
 
 .PHONY: help setup demo test pg-start pg-stop emulator-start emulator-stop db-init \
-	backfill counts validate clean setup-mage mage-lock
+	backfill counts validate clean setup-mage mage-lock bench bench-1m
 
 help:
 	@echo "make demo     set up, start Postgres and the emulator, backfill the demo company"
@@ -64,6 +64,7 @@ help:
 	@echo "make validate START=YYYY-MM-DD END=YYYY-MM-DD [ENTITY=...]  compare with QBO, write evidence/"
 	@echo "make setup | pg-start | pg-stop | emulator-start | emulator-stop | db-init | clean"
 	@echo "make setup-mage  create .venv-mage with mage-ai for orchestration/mage"
+	@echo "make bench [BENCH_INVOICES=100000 ...]  time meltano run end to end, write bench-results/"
 
 setup: $(SETUP_STAMP) $(MELTANO_STAMP)
 
@@ -165,6 +166,26 @@ test: setup setup-mage pg-start
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED suites:$$failed" >&2; exit 1; fi; \
 	echo "all test suites passed"
+
+# End-to-end benchmark against a generated emulator company, in a database of its
+# own (qbo_bench) on the same server; writes bench-results/<UTC timestamp>.json.
+# Sizes and limits: BENCH_* below; any other option of `python -m bench --help`
+# through BENCH_ARGS.
+BENCH_INVOICES ?= 100000
+BENCH_CUSTOMERS ?= 10000
+BENCH_ITEMS ?= 1000
+BENCH_LIMITED_INVOICES ?= 75000
+BENCH_ARGS ?=
+
+bench: setup pg-start
+	$(WITH_PG) $(BIN)/python -m bench --invoices $(BENCH_INVOICES) \
+		--customers $(BENCH_CUSTOMERS) --items $(BENCH_ITEMS) \
+		--limited-invoices $(BENCH_LIMITED_INVOICES) $(BENCH_ARGS)
+
+# One million invoices, to show that peak memory does not grow with volume (not in CI).
+bench-1m:
+	$(MAKE) bench BENCH_INVOICES=1000000 BENCH_CUSTOMERS=100000 BENCH_ITEMS=10000 \
+		BENCH_ARGS='--no-limited $(BENCH_ARGS)'
 
 clean:
 	-$(QBO) emulator stop

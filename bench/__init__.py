@@ -1,0 +1,1 @@
+"""End-to-end benchmark of the backfill: ``python -m bench`` or ``make bench``."""

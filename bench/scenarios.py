@@ -1,0 +1,417 @@
+"""The two benchmark scenarios: local ceiling and QBO's limits with latency."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from qbo_emulator.control import ControlClient
+
+from bench.meltano_runs import (
+    RANGE_END,
+    RANGE_START,
+    CommandFailedError,
+    MeltanoRunner,
+    TimedRun,
+    run_target_alone,
+)
+from bench.procmon import ROLE_MELTANO, ROLE_TAP, ROLE_TARGET
+from bench.services import BenchDatabase, EmulatorLimits, EmulatorProcess, emulator_process
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+LOGGER = logging.getLogger("bench")
+
+# Entity name used in the Meltano plugin names, QBO entity, raw table.
+ENTITIES = {
+    "invoices": ("Invoice", "qb_invoices_raw"),
+    "customers": ("Customer", "qb_customers_raw"),
+    "items": ("Item", "qb_items_raw"),
+}
+# Windows add a COUNT(*) and at most one short or repeated page each; a second tied
+# by more rows than a page adds two more COUNT(*) queries per pass.
+ALLOWED_REQUESTS_PER_WINDOW = 3
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Company:
+    """Sizes of a generated emulator company."""
+
+    invoices: int
+    customers: int
+    items: int
+
+    def size(self, entity: str) -> int:
+        """Return the number of records of one entity (``invoices`` and so on)."""
+        return int(getattr(self, entity))
+
+
+@dataclass(frozen=True)
+class TapOptions:
+    """Tap settings that a scenario sets through ``TAP_QUICKBOOKS_BACKFILL_*``."""
+
+    window_size: str
+    page_size: int
+    window_concurrency: int
+    max_requests_per_minute: int
+    max_concurrent_requests: int
+
+    def environment(self) -> dict[str, str]:
+        """Return the variables that set these options."""
+        prefix = "TAP_QUICKBOOKS_BACKFILL_"
+        return {
+            f"{prefix}WINDOW_SIZE": self.window_size,
+            f"{prefix}PAGE_SIZE": str(self.page_size),
+            f"{prefix}WINDOW_CONCURRENCY": str(self.window_concurrency),
+            f"{prefix}MAX_REQUESTS_PER_MINUTE": str(self.max_requests_per_minute),
+            f"{prefix}MAX_CONCURRENT_REQUESTS": str(self.max_concurrent_requests),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the options for the result file."""
+        return {
+            "window_size": self.window_size,
+            "page_size": self.page_size,
+            "window_concurrency": self.window_concurrency,
+            "max_requests_per_minute": self.max_requests_per_minute,
+            "max_concurrent_requests": self.max_concurrent_requests,
+        }
+
+
+def range_environment(entity: str) -> dict[str, str]:
+    """Return the variables that set one entity's date range to the whole company."""
+    prefix = f"TAP_QB_{entity.upper()}"
+    return {f"{prefix}_START_DATE": RANGE_START, f"{prefix}_END_DATE": RANGE_END}
+
+
+def emulator_environment(emulator: EmulatorProcess, token_store: Path) -> dict[str, str]:
+    """Return the variables that point the ``dev`` environment at ``emulator``."""
+    return {
+        "QBO_EMULATOR_PORT": str(emulator.port),
+        "TAP_QUICKBOOKS_BACKFILL_CLIENT_ID": "demo-client-id",
+        "TAP_QUICKBOOKS_BACKFILL_CLIENT_SECRET": "demo-client-secret",
+        "TAP_QUICKBOOKS_BACKFILL_REFRESH_TOKEN": "demo-refresh-token",
+        "TAP_QUICKBOOKS_BACKFILL_REALM_ID": emulator.realm_id,
+        "TAP_QUICKBOOKS_BACKFILL_TOKEN_STORE_PATH": str(token_store),
+    }
+
+
+def api_figures(log: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summarise the emulator's request log of one run.
+
+    Args:
+        log: Entries of ``GET /_emulator/requests``: ``time`` is when the answer was
+            sent (UTC ISO 8601) and ``duration_ms`` how long the request took.
+
+    Returns:
+        Requests, 429 answers, rows returned, the summed request time and the wall
+        time with at least one request in flight (``busy_seconds``).
+    """
+    intervals = []
+    for entry in log:
+        end = dt.datetime.fromisoformat(entry["time"]).timestamp()
+        intervals.append((end - float(entry["duration_ms"]) / 1000, end))
+    intervals.sort()
+
+    busy = 0.0
+    current_start, current_end = None, None
+    for start, end in intervals:
+        if current_end is None or start > current_end:
+            if current_end is not None and current_start is not None:
+                busy += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end is not None and current_start is not None:
+        busy += current_end - current_start
+
+    return {
+        "requests": len(log),
+        "throttled": sum(1 for entry in log if entry.get("status") == 429),  # noqa: PLR2004
+        "rows": sum(int(entry.get("rows") or 0) for entry in log),
+        "request_seconds_sum": round(sum(end - start for start, end in intervals), 3),
+        "busy_seconds": round(busy, 3),
+    }
+
+
+def usage_figures(run: TimedRun) -> dict[str, Any]:
+    """Return the per-role peak memory (MiB), CPU and wall seconds of a run."""
+    figures: dict[str, Any] = {}
+    for role, usage in sorted(run.roles.items()):
+        figures[role] = {
+            "processes": usage.processes,
+            "peak_rss_mib": round(usage.peak_rss_bytes / MIB, 1),
+            "cpu_seconds": round(usage.cpu_seconds, 2),
+            "wall_seconds": round(usage.wall_seconds, 2),
+        }
+    return figures
+
+
+def _rate(records: int, seconds: float | None) -> float | None:
+    if not seconds:
+        return None
+    return round(records / seconds, 1)
+
+
+def _check_loaded(database: BenchDatabase, entity: str, expected: int, what: str) -> None:
+    table = ENTITIES[entity][1]
+    loaded = database.count(table)
+    if loaded != expected:
+        msg = (
+            f"{what}: raw.{table} holds {loaded} rows but the company has {expected} "
+            f"{entity}; the benchmark figures would be wrong, see the logs in the work "
+            "folder"
+        )
+        raise CommandFailedError(msg)
+
+
+@dataclass
+class LocalScenario:
+    """Local ceiling: the emulator without limits or latency.
+
+    For each entity: the tap alone writes its Singer messages to a file; the
+    target alone loads that file (the ceiling); then ``meltano run`` does both
+    end to end. Raw tables are emptied before each load.
+    """
+
+    runner: MeltanoRunner
+    database: BenchDatabase
+    company: Company
+    tap: TapOptions
+    work_dir: Path
+    measure_ceiling: bool = True
+    entities: tuple[str, ...] = tuple(ENTITIES)
+
+    def run(self) -> dict[str, Any]:
+        """Run the scenario and return its figures."""
+        limits = EmulatorLimits()
+        token_store = self.work_dir / "tokens-local"
+        with emulator_process(
+            invoices=self.company.invoices, customers=self.company.customers,
+            items=self.company.items, limits=limits,
+            log_path=self.work_dir / "emulator-local.log",
+        ) as emulator:
+            self.runner.environment.update(emulator_environment(emulator, token_store))
+            self.runner.environment.update(self.tap.environment())
+            control = ControlClient(emulator.base_url)
+            config_path = self.work_dir / "target-config.json"
+            target_config = self.runner.dump_target_config(config_path)
+            entities = {
+                entity: self._run_entity(entity, emulator, control, config_path)
+                for entity in self.entities
+            }
+            emulator_usage = {
+                "cpu_seconds": round(emulator.cpu_seconds(), 2),
+                "peak_rss_mib": round(emulator.peak_rss_bytes() / MIB, 1),
+            }
+
+        return {
+            "emulator": limits.describe(),
+            "emulator_process": emulator_usage,
+            "tap_options": self.tap.as_dict(),
+            "target_settings": _loader_settings(target_config),
+            "entities": entities,
+            "total": _local_total(entities),
+        }
+
+    def _run_entity(
+        self,
+        entity: str,
+        emulator: EmulatorProcess,
+        control: ControlClient,
+        config_path: Path,
+    ) -> dict[str, Any]:
+        expected = self.company.size(entity)
+        env = range_environment(entity)
+        figures: dict[str, Any] = {"records": expected}
+
+        if self.measure_ceiling:
+            LOGGER.info("%s: tap alone into a file of Singer messages", entity)
+            messages = self.work_dir / f"{entity}.singer.jsonl"
+            tap_alone = self.runner.run(
+                ["invoke", f"tap-qb-{entity}"], label=f"tap-alone-{entity}", env=env,
+                stdout_path=messages,
+            )
+            tap_usage = tap_alone.role(ROLE_TAP)
+            figures["tap_alone"] = {
+                "seconds": round(tap_usage.wall_seconds, 2) if tap_usage else None,
+                "records_per_second": _rate(
+                    expected, tap_usage.wall_seconds if tap_usage else None
+                ),
+                "messages_mib": round(messages.stat().st_size / MIB, 1),
+                "usage": usage_figures(tap_alone),
+            }
+
+            LOGGER.info("%s: target-postgres alone from the file (the ceiling)", entity)
+            self.database.truncate()
+            ceiling = run_target_alone(
+                config_path, messages, log_path=self.work_dir / f"target-alone-{entity}.log"
+            )
+            _check_loaded(self.database, entity, expected, "target-postgres alone")
+            messages.unlink()
+            figures["ceiling"] = {
+                "seconds": round(ceiling.wall_seconds, 2),
+                "records_per_second": _rate(expected, ceiling.wall_seconds),
+                "usage": usage_figures(ceiling),
+            }
+
+        LOGGER.info("%s: meltano run tap-qb-%s target-postgres", entity, entity)
+        self.database.truncate()
+        control.clear_requests()
+        e2e = self.runner.run(
+            ["run", f"tap-qb-{entity}", "target-postgres"], label=f"run-{entity}", env=env
+        )
+        _check_loaded(self.database, entity, expected, "meltano run")
+        api = api_figures(control.requests(endpoint="query"))
+        windows = self.database.window_totals(ENTITIES[entity][0])
+        allowed = math.ceil(expected / self.tap.page_size) + (
+            ALLOWED_REQUESTS_PER_WINDOW * windows["windows"]
+        )
+        figures["end_to_end"] = {
+            "seconds": round(e2e.wall_seconds, 2),
+            "records_per_second": _rate(expected, e2e.wall_seconds),
+            "pipeline_seconds": _round(e2e.pipeline_seconds()),
+            "usage": usage_figures(e2e),
+            "time_split": _time_split(e2e, api),
+        }
+        figures["api"] = {
+            **api,
+            "requests_per_1000_records": round(1000 * api["requests"] / expected, 2)
+            if expected
+            else None,
+            "windows": windows["windows"],
+            "requests_allowed": allowed,
+        }
+        if self.measure_ceiling:
+            ceiling_rate = figures["ceiling"]["records_per_second"]
+            e2e_rate = figures["end_to_end"]["records_per_second"]
+            figures["ratio_to_ceiling"] = (
+                round(e2e_rate / ceiling_rate, 3) if ceiling_rate and e2e_rate else None
+            )
+        self.database.truncate()
+        return figures
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _time_split(run: TimedRun, api: dict[str, Any]) -> dict[str, Any]:
+    tap = run.role(ROLE_TAP)
+    target = run.role(ROLE_TARGET)
+    meltano = run.role(ROLE_MELTANO)
+    return {
+        "tap_cpu_seconds": _round(tap.cpu_seconds if tap else None),
+        "target_cpu_seconds": _round(target.cpu_seconds if target else None),
+        "meltano_cpu_seconds": _round(meltano.cpu_seconds if meltano else None),
+        "api_busy_seconds": api["busy_seconds"],
+        "target_wall_seconds": _round(target.wall_seconds if target else None),
+        "tap_wall_seconds": _round(tap.wall_seconds if tap else None),
+    }
+
+
+def _loader_settings(config: dict[str, Any]) -> dict[str, Any]:
+    names = ("load_method", "use_copy", "batch_size_rows", "validate_records")
+    return {name: config.get(name) for name in names}
+
+
+def _local_total(entities: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    records = sum(figures["records"] for figures in entities.values())
+    e2e_seconds = sum(figures["end_to_end"]["seconds"] for figures in entities.values())
+    requests = sum(figures["api"]["requests"] for figures in entities.values())
+    total: dict[str, Any] = {
+        "records": records,
+        "end_to_end_seconds": round(e2e_seconds, 2),
+        "end_to_end_records_per_second": _rate(records, e2e_seconds),
+        "requests_per_1000_records": round(1000 * requests / records, 2) if records else None,
+        "tap_peak_rss_mib": max(
+            figures["end_to_end"]["usage"].get(ROLE_TAP, {}).get("peak_rss_mib", 0)
+            for figures in entities.values()
+        ),
+        "target_peak_rss_mib": max(
+            figures["end_to_end"]["usage"].get(ROLE_TARGET, {}).get("peak_rss_mib", 0)
+            for figures in entities.values()
+        ),
+    }
+    if all("ceiling" in figures for figures in entities.values()):
+        ceiling_seconds = sum(figures["ceiling"]["seconds"] for figures in entities.values())
+        total["ceiling_seconds"] = round(ceiling_seconds, 2)
+        total["ceiling_records_per_second"] = _rate(records, ceiling_seconds)
+        total["ratio_to_ceiling"] = (
+            round(ceiling_seconds / e2e_seconds, 3) if e2e_seconds else None
+        )
+    return total
+
+
+@dataclass
+class LimitedScenario:
+    """QBO's limits with a latency model: wall time against the rate-limit bound.
+
+    One ``meltano run`` extracts items, customers and invoices in that order. The
+    small entities go first: each tap run starts its own client-side rate limit, so
+    a large extraction followed by another would send a burst while the emulator
+    still counts the previous run's last minute.
+    """
+
+    runner: MeltanoRunner
+    database: BenchDatabase
+    company: Company
+    tap: TapOptions
+    limits: EmulatorLimits
+    work_dir: Path
+    entities: tuple[str, ...] = tuple(ENTITIES)
+
+    def run(self) -> dict[str, Any]:
+        """Run the scenario and return its figures."""
+        order = [e for e in ("items", "customers", "invoices") if e in self.entities]
+        token_store = self.work_dir / "tokens-limited"
+        with emulator_process(
+            invoices=self.company.invoices, customers=self.company.customers,
+            items=self.company.items, limits=self.limits,
+            log_path=self.work_dir / "emulator-limited.log",
+        ) as emulator:
+            self.runner.environment.update(emulator_environment(emulator, token_store))
+            self.runner.environment.update(self.tap.environment())
+            control = ControlClient(emulator.base_url)
+            self.database.truncate()
+            control.clear_requests()
+            env: dict[str, str] = {}
+            args = ["run"]
+            for entity in order:
+                env.update(range_environment(entity))
+                args += [f"tap-qb-{entity}", "target-postgres"]
+            LOGGER.info("limited: meltano %s (%s)", " ".join(args), self.limits.describe())
+            run = self.runner.run(args, label="run-limited", env=env)
+            for entity in order:
+                _check_loaded(self.database, entity, self.company.size(entity), "limited run")
+            api = api_figures(control.requests(endpoint="query"))
+            windows = sum(
+                self.database.window_totals(ENTITIES[entity][0])["windows"]
+                for entity in order
+            )
+        self.database.truncate()
+
+        pages = sum(
+            math.ceil(self.company.size(entity) / self.tap.page_size) for entity in order
+        )
+        bound = 60.0 * pages / self.limits.requests_per_minute
+        records = sum(self.company.size(entity) for entity in order)
+        return {
+            "emulator": self.limits.describe(),
+            "tap_options": self.tap.as_dict(),
+            "records": records,
+            "pages_needed": pages,
+            "windows": windows,
+            "bound_seconds": round(bound, 2),
+            "seconds": round(run.wall_seconds, 2),
+            "pipeline_seconds": _round(run.pipeline_seconds()),
+            "ratio_to_bound": round(run.wall_seconds / bound, 3),
+            "records_per_second": _rate(records, run.wall_seconds),
+            "api": api,
+            "usage": usage_figures(run),
+        }
