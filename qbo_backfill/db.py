@@ -103,10 +103,15 @@ def ensure_database(admin: AdminConnection) -> bool:
     return True
 
 
-def ensure_loader_role(connection: psycopg.Connection, role: str) -> bool:
+def ensure_loader_role(
+    connection: psycopg.Connection, role: str, password: str | None = None
+) -> bool:
     """Create the loader role (LOGIN, nothing else) when missing.
 
-    ``QBO_LOADER_PASSWORD``, when set, becomes the role's password on every call.
+    Args:
+        connection: Administrator connection.
+        role: Name of the loader role.
+        password: New password of the role; None leaves the password as it is.
 
     Returns:
         True when the role was created.
@@ -121,7 +126,6 @@ def ensure_loader_role(connection: psycopg.Connection, role: str) -> bool:
         )
         logger.info("created role %s", role)
 
-    password = os.environ.get("QBO_LOADER_PASSWORD")
     if password:
         connection.execute(
             sql.SQL("alter role {} password {}").format(
@@ -131,8 +135,16 @@ def ensure_loader_role(connection: psycopg.Connection, role: str) -> bool:
     return not exists
 
 
-def init_database(admin: AdminConnection, loader_role: str) -> list[str]:
+def init_database(
+    admin: AdminConnection, loader_role: str, loader_password: str | None = None
+) -> list[str]:
     """Apply the raw schema DDL and grant the loader role its rights.
+
+    Args:
+        admin: Administrator connection settings.
+        loader_role: Role that target-postgres connects as.
+        loader_password: Password to set on the loader role. When None,
+            ``QBO_LOADER_PASSWORD`` is used if set, else the password stays as it is.
 
     Returns:
         Lines describing what was done, for the command's output.
@@ -145,7 +157,9 @@ def init_database(admin: AdminConnection, loader_role: str) -> list[str]:
         connection.execute(read_sql("010_raw_schema.sql"))
         report.append(f"schema raw ready: {', '.join(RAW_TABLES)}")
 
-        if ensure_loader_role(connection, loader_role):
+        if loader_password is None:
+            loader_password = os.environ.get("QBO_LOADER_PASSWORD")
+        if ensure_loader_role(connection, loader_role, loader_password):
             report.append(f"created role {loader_role}")
         grants = sql.SQL(read_sql("020_loader_role.sql")).format(
             database=sql.Identifier(admin.database),
@@ -182,6 +196,7 @@ def init_command(loader_role: str) -> None:
     """Create the database (if missing and allowed), schema raw, its tables and the loader role.
 
     Safe to run again: every statement checks what exists first.
+    QBO_LOADER_PASSWORD, when set, becomes the loader role's password.
     """
     admin = AdminConnection.from_environment()
     try:

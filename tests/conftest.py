@@ -118,6 +118,9 @@ def _server_admin() -> AdminConnection:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[PostgresDatabase]:
     """Create a database for this test session, with schema ``raw`` and a loader role."""
+    # `make test` exports the embedded server's QBO_LOADER_PASSWORD, which every
+    # later init_database call would set on the session's loader role.
+    os.environ.pop("QBO_LOADER_PASSWORD", None)
     server_admin = _server_admin()
     suffix = secrets.token_hex(4)
     name = f"qbo_e2e_{suffix}"
@@ -131,15 +134,7 @@ def postgres_database() -> Iterator[PostgresDatabase]:
         host=server_admin.host, port=server_admin.port, user=server_admin.user,
         password=server_admin.password, database=name,
     )
-    previous_password = os.environ.get("QBO_LOADER_PASSWORD")
-    os.environ["QBO_LOADER_PASSWORD"] = loader_password
-    try:
-        init_database(admin, loader_role)
-    finally:
-        if previous_password is None:
-            os.environ.pop("QBO_LOADER_PASSWORD")
-        else:
-            os.environ["QBO_LOADER_PASSWORD"] = previous_password
+    init_database(admin, loader_role, loader_password)
 
     yield PostgresDatabase(admin=admin, loader_role=loader_role, loader_password=loader_password)
 
