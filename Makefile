@@ -24,23 +24,27 @@ DEMO_START ?= 2017-01-01
 DEMO_END ?= 2025-01-01
 DEMO_WINDOW_SIZE ?= 90d
 
-# Real QBO when QBO_CLIENT_ID is set, else the local emulator with its demo
-# credentials. The tap reads the TAP_QUICKBOOKS_BACKFILL_* variables; values
-# are never echoed because no recipe line names them.
+# Real QBO when QBO_CLIENT_ID is set (or MELTANO_ENVIRONMENT=prod with the
+# TAP_QUICKBOOKS_BACKFILL_* credentials in .env), else the local emulator with
+# its demo credentials. Values are never echoed because no recipe line names them.
 ifdef QBO_CLIENT_ID
 export MELTANO_ENVIRONMENT ?= prod
 export TAP_QUICKBOOKS_BACKFILL_CLIENT_ID := $(QBO_CLIENT_ID)
 export TAP_QUICKBOOKS_BACKFILL_CLIENT_SECRET := $(QBO_CLIENT_SECRET)
 export TAP_QUICKBOOKS_BACKFILL_REFRESH_TOKEN := $(QBO_REFRESH_TOKEN)
 export TAP_QUICKBOOKS_BACKFILL_REALM_ID := $(QBO_REALM_ID)
-USE_EMULATOR := no
 else
 export MELTANO_ENVIRONMENT ?= dev
+endif
+
+ifeq ($(MELTANO_ENVIRONMENT),dev)
+USE_EMULATOR := yes
 export TAP_QUICKBOOKS_BACKFILL_CLIENT_ID ?= demo-client-id
 export TAP_QUICKBOOKS_BACKFILL_CLIENT_SECRET ?= demo-client-secret
 export TAP_QUICKBOOKS_BACKFILL_REFRESH_TOKEN ?= demo-refresh-token
 export TAP_QUICKBOOKS_BACKFILL_REALM_ID ?= 9130357766900011
-USE_EMULATOR := yes
+else
+USE_EMULATOR := no
 endif
 
 # Prefix of recipe lines that talk to Postgres: exports PGHOST and friends of
@@ -174,7 +178,7 @@ test: setup setup-mage pg-start
 BENCH_INVOICES ?= 100000
 BENCH_CUSTOMERS ?= 10000
 BENCH_ITEMS ?= 1000
-BENCH_LIMITED_INVOICES ?= 75000
+BENCH_LIMITED_INVOICES ?= 150000
 BENCH_ARGS ?=
 
 bench: setup pg-start
