@@ -5,11 +5,12 @@ test_mage_triggers.py:
 
     python mage_scheduler_driver.py PROJECT PIPELINE TIMEOUT_SECONDS
 
-`MAGE_DATA_DIR` must point at the test's Mage data folder. Prints one JSON
-object: the runs of the pipeline with their status, its schedules with their
-status, and whether each schedule would start another run, first on the same
-database after more scheduler loops, then on a brand-new database synced from
-triggers.yaml (as after a redeploy without Mage's data volume).
+`MAGE_DATA_DIR` must point at the test's Mage data folder. The script prints
+one JSON object with the pipeline's runs and schedules, and whether each
+schedule would start another run. It reports them three times: after the
+triggered run, after more scheduler loops on the same database, and on a
+brand-new database synced from triggers.yaml, as after a redeploy without
+Mage's data volume.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def _scheduler_loops(pipeline_uuid: str, timeout: float, stop_when_finished: boo
     try:
         while time.monotonic() < deadline:
             schedule_all()
-            # Mage 0.9.80's process queue lets its worker pool exit when it
-            # sees an empty queue just before a job arrives, which leaves
-            # the job waiting until the next enqueue; restart the pool then.
+            # Mage 0.9.80's worker pool exits when its queue looks empty, which
+            # can happen just before a job arrives. That job then waits for the
+            # next enqueue, so restart the pool when jobs wait without one.
             queue = job_manager.queue
             if not queue.is_worker_pool_alive() and not queue.queue.empty():
                 queue.start_worker_pool()

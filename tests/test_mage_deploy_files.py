@@ -113,7 +113,7 @@ def interpolate(text: str, values: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    """The compose file as Docker sees it with .env copied from .env.example."""
+    """Return the compose file as Docker reads it, with .env copied from .env.example."""
     return yaml.safe_load(interpolate(COMPOSE.read_text(), env_example()))
 
 

@@ -136,7 +136,7 @@ def stack(
 
 
 @pytest.mark.parametrize("entity", list(ENTITIES))
-def test_pipeline_loads_range_and_rerun_keeps_one_row_per_id(
+def test_pipeline_loads_and_reruns_once_per_id(
     stack: MageStack, entity: str
 ) -> None:
     _, table, qbo_entity = ENTITIES[entity]

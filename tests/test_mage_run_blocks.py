@@ -1,6 +1,6 @@
 """`mage run` of the backfill pipelines with stand-ins for Meltano and the validation.
 
-The project root given to the pipelines holds fake `meltano` and
+The project root given to the pipelines contains fake `meltano` and
 `qbo-backfill` executables that record their command line and environment,
 print a few lines (two of them with credentials) and exit as the test says.
 So these tests check Mage's side alone: variables, secrets, windows,
@@ -95,7 +95,7 @@ def test_chain_runs_meltano_per_window_then_validates(
 
     for value in CREDENTIALS:
         assert value not in result.output
-    # Mage's database holds the secrets encrypted, so no file shows them in clear.
+    # Mage's database stores the secrets encrypted, so no file shows them in clear.
     assert files_containing(sandbox.data_dir, CREDENTIALS) == {}
     assert files_containing(sandbox.project, CREDENTIALS) == {}
 

@@ -157,7 +157,7 @@ def test_triggered_run_retires_one_time_trigger(
     assert len(outcome["again"]["runs"]) == 1
     assert outcome["again"]["schedules"][0]["should_schedule"] is False
 
-    # A new Mage database reads triggers.yaml, which now says inactive.
+    # A new Mage database reads triggers.yaml, whose status is now inactive.
     assert outcome["fresh"]["runs"] == []
     (fresh,) = outcome["fresh"]["schedules"]
     assert fresh["status"] == "inactive"

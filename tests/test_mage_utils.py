@@ -219,7 +219,7 @@ def test_request_round_trips_through_block_output() -> None:
 # Windows
 
 
-def test_chain_windows_are_contiguous_and_end_at_range_end() -> None:
+def test_chain_windows_contiguous_to_range_end() -> None:
     request = build(
         {"fecha_inicio": "2024-01-01", "fecha_fin": "2024-03-15", "chain_window_days": 30}
     )
@@ -276,14 +276,14 @@ def test_credential_values_include_basic_auth_form() -> None:
 
 
 def test_every_secret_name_is_read() -> None:
-    asked: list[str] = []
+    requested: list[str] = []
 
     def reader(name: str) -> str:
-        asked.append(name)
+        requested.append(name)
         return SECRETS[name]
 
     read_backfill_secrets(reader)
-    assert asked == list(SECRET_NAMES)
+    assert requested == list(SECRET_NAMES)
 
 
 # Subprocess environment and command lines

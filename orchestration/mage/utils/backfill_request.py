@@ -117,7 +117,7 @@ class UtcWindow:
 
 @dataclass(frozen=True)
 class BackfillRequest:
-    """What one pipeline run extracts, and how."""
+    """Range, entity and settings of one pipeline run."""
 
     pipeline_uuid: str
     entity: str

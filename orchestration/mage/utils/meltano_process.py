@@ -1,7 +1,7 @@
 """Run Meltano and the project's validation command as subprocesses from a Mage block.
 
 Meltano lives in the project's virtual environment, apart from Mage's, so the
-block starts it by absolute path with an environment built here: the Mage
+block starts it by absolute path with an environment built here. The Mage
 Secrets become the tap's and Postgres's environment variables, and the
 variables that point Python at Mage's environment are removed.
 """

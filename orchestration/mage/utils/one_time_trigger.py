@@ -78,7 +78,7 @@ def retire_one_time_trigger(pipeline_run_id: int | None, log_line: LogLine) -> b
 
     Args:
         pipeline_run_id: Mage's `pipeline_run_id` block variable, None for `mage run`.
-        log_line: Receives one line that says what was done.
+        log_line: Receives one line describing the outcome.
 
     Returns:
         True when a one-time trigger was retired.

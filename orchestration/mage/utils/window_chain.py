@@ -83,7 +83,7 @@ def _chain_days(request: BackfillRequest) -> int:
 
 @dataclass(frozen=True)
 class ChainSummary:
-    """What a chain run did: windows extracted now and windows skipped as finished."""
+    """Outcome of a chain run: windows extracted now and windows skipped as finished."""
 
     extracted: tuple[str, ...]
     skipped: tuple[str, ...]
