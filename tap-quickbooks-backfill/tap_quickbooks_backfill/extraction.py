@@ -21,6 +21,7 @@ from tap_quickbooks_backfill.client import RequestStats
 from tap_quickbooks_backfill.errors import ScanCancelledError
 from tap_quickbooks_backfill.paging import Page, WindowProgress, WindowScanner
 from tap_quickbooks_backfill.queries import NAME_LIST_ENTITIES
+from tap_quickbooks_backfill.spool import PageSpool
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -32,8 +33,10 @@ LOGGER = logging.getLogger("tap_quickbooks_backfill.extraction")
 
 OUTCOME_COMPLETE = "complete"
 OUTCOME_FAILED = "failed"
-# Pages a window fetched ahead may hold in memory while earlier windows are emitted.
+# Pages a window fetched ahead keeps in memory before it writes to its spool.
 PAGES_BUFFERED_PER_WINDOW = 2
+# Windows submitted ahead of the one being emitted, per fetching thread.
+WINDOWS_QUEUED_PER_THREAD = 4
 _QUEUE_POLL_SECONDS = 0.5
 
 
@@ -267,7 +270,10 @@ class WindowExtractor:
             in_progress.append(pages)
 
         try:
-            for _ in range(self.window_concurrency):
+            # More windows are queued than threads run, so a thread that finishes a
+            # window fetched ahead starts the next one instead of waiting for the
+            # consumer to catch up; finished windows wait in their spools.
+            for _ in range(self.window_concurrency * WINDOWS_QUEUED_PER_THREAD):
                 start_next_window()
 
             while in_progress:
@@ -277,6 +283,9 @@ class WindowExtractor:
                     if isinstance(item, _ScanFailure):
                         yield item.audit
                         raise item.error
+                    if isinstance(item, PageSpool):
+                        yield from item.read()
+                        continue
                     yield item
                     if isinstance(item, WindowAudit):
                         break
@@ -291,19 +300,47 @@ class WindowExtractor:
         pages: queue.Queue[t.Any],
         consumer_gone: threading.Event,
     ) -> None:
+        # The first pages go to the bounded queue. Once it is full, the rest of the
+        # window goes to a spool, so this window keeps fetching while earlier ones are
+        # emitted. The spool is handed over after the window's last page.
         scan = self._extract_window(window, consumer_gone)
+        spool: PageSpool | None = None
         try:
             for item in scan:
-                if isinstance(item, WindowAudit) and item.outcome == OUTCOME_FAILED:
-                    # The scan raises right after yielding a failed audit.
-                    try:
-                        next(scan)
-                    except Exception as exc:  # noqa: BLE001 - handed to the consumer
-                        self._put(pages, _ScanFailure(item, exc), consumer_gone)
+                if isinstance(item, WindowAudit):
+                    final: object = item
+                    if item.outcome == OUTCOME_FAILED:
+                        final = self._failure(scan, item)
+                    if spool is not None:
+                        self._put(pages, spool, consumer_gone)
+                        spool = None
+                    self._put(pages, final, consumer_gone)
                     return
-                self._put(pages, item, consumer_gone)
+
+                if spool is None:
+                    try:
+                        pages.put_nowait(item)
+                        continue
+                    except queue.Full:
+                        spool = PageSpool()
+                spool.write(item)
         except (_ConsumerGoneError, ScanCancelledError):
             scan.close()
+        finally:
+            if spool is not None:
+                spool.close()
+
+    @staticmethod
+    def _failure(
+        scan: Iterator[list[dict[str, t.Any]] | WindowAudit],
+        audit: WindowAudit,
+    ) -> _ScanFailure:
+        # A scan raises its error right after yielding its failed audit.
+        try:
+            next(scan)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer
+            return _ScanFailure(audit, exc)
+        return _ScanFailure(audit, RuntimeError("window scan failed without an error"))
 
     @staticmethod
     def _put(

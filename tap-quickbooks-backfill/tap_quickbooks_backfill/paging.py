@@ -108,7 +108,11 @@ class WindowScanner:
     ) -> Iterator[Page]:
         """Yield the pages of one window; ``progress`` is updated as they are read.
 
-        QBO's ``COUNT(*)`` for the window is asked first and kept in ``progress``.
+        ``progress.qbo_count`` receives the number of records in the window when the
+        scan starts. A first page shorter than ``page_size`` holds the whole window, so
+        its rows are that number. Otherwise QBO's ``COUNT(*)`` for the window is asked
+        right after the first page. This keeps a window that fits one page (an empty
+        one included) at a single request, which matters under QBO's request limit.
 
         Args:
             window: The window ``[start, end)``.
@@ -118,10 +122,6 @@ class WindowScanner:
         Yields:
             Pages with at least one record not yet emitted in this window.
         """
-        progress.qbo_count = self.client.count(
-            self.entity, window.start, window.end, self.window_field, stats=stats
-        )
-
         cursor = window.start
         emitted_at_cursor: set[str] = set()
         while True:
@@ -129,6 +129,8 @@ class WindowScanner:
                 self.entity, self.window_field, cursor, window.end, self.page_size
             )
             rows = self._rows(self.client.query(text, stats=stats))
+            if progress.qbo_count is None:
+                progress.qbo_count = self._window_count(window, rows, stats)
             fresh = [
                 row
                 for row in rows
@@ -157,6 +159,19 @@ class WindowScanner:
                 str(row.get("Id")) for row in rows if self._instant(row) == last_second
             }
             cursor = last_second
+
+    def _window_count(
+        self,
+        window: Window,
+        first_rows: list[dict[str, t.Any]],
+        stats: RequestStats,
+    ) -> int:
+        if len(first_rows) < self.page_size:
+            return len({str(row.get("Id")) for row in first_rows})
+
+        return self.client.count(
+            self.entity, window.start, window.end, self.window_field, stats=stats
+        )
 
     def _scan_tied_second(
         self,

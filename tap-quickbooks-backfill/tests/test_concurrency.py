@@ -6,6 +6,7 @@ import pytest
 from qbo_emulator.testing import run_emulator
 
 from tap_quickbooks_backfill.paging import WindowScanner
+from tap_quickbooks_backfill.spool import PageSpool
 
 from .tap_runner import emulator_config, run_tap
 
@@ -13,7 +14,8 @@ RANGE = {"start_date": "2023-01-01T00:00:00Z", "end_date": "2025-02-01T00:00:00Z
 
 
 def window_config(emu, tmp_path, **overrides):
-    return emulator_config(emu, tmp_path, **RANGE, window_size="30d", page_size=40, **overrides)
+    settings = {**RANGE, "window_size": "30d", "page_size": 40, **overrides}
+    return emulator_config(emu, tmp_path, **settings)
 
 
 def test_concurrent_windows_match_sequential_output(tmp_path):
@@ -94,3 +96,32 @@ def test_in_flight_requests_stay_within_emulator_limit(tmp_path, window_concurre
 
     assert len(run.ids("qb_invoices_raw")) == 600
     assert sum(a["throttles"] for a in run.audits) == 0
+
+
+def test_windows_fetched_ahead_spill_to_spool(tmp_path, monkeypatch):
+    spooled_pages: list[int] = []
+    real_write = PageSpool.write
+
+    def counting_write(self, page):
+        spooled_pages.append(len(page))
+        real_write(self, page)
+
+    monkeypatch.setattr(PageSpool, "write", counting_write)
+    with run_emulator(invoices=1200, customers=5, items=5, latency_base_ms=2) as emu:
+        sequential = run_tap(
+            window_config(emu, tmp_path, page_size=10), streams=["qb_invoices_raw"]
+        )
+        concurrent = run_tap(
+            window_config(emu, tmp_path, page_size=10, window_concurrency=6),
+            streams=["qb_invoices_raw"],
+        )
+
+    assert spooled_pages
+    assert concurrent.records["qb_invoices_raw"] == [
+        {**record, "ingested_at_utc": concurrent_record["ingested_at_utc"]}
+        for record, concurrent_record in zip(
+            sequential.records["qb_invoices_raw"],
+            concurrent.records["qb_invoices_raw"],
+            strict=True,
+        )
+    ]

@@ -267,3 +267,16 @@ def test_failed_run_resumes_at_bookmark(tmp_path, monkeypatch):
     resumed = {r["extract_window_start_utc"] for r in second.records["qb_invoices_raw"]}
     assert min(resumed) >= bookmark
     assert second.bookmark("qb_invoices_raw") == "2025-02-01T00:00:00+00:00"
+
+
+def test_window_within_one_page_costs_one_request(tmp_path):
+    with run_emulator(invoices=50, customers=5, items=5) as emu:
+        config = emulator_config(
+            emu, tmp_path, start_date="2010-01-01T00:00:00Z", end_date=RANGE_END,
+            window_size="3650d",
+        )
+        run = run_tap(config, streams=["qb_invoices_raw"])
+
+    empty, full = run.audits
+    assert (empty["qbo_count"], empty["records_emitted"], empty["requests"]) == (0, 0, 1)
+    assert (full["qbo_count"], full["records_emitted"], full["requests"]) == (50, 50, 1)
