@@ -8,6 +8,9 @@ both environments).
 from __future__ import annotations
 
 import base64
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -16,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "orchestration"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "orchestration"))
 
 from mage.utils import backfill_request as br  # noqa: E402
 from mage.utils.backfill_secrets import (  # noqa: E402
@@ -535,3 +539,50 @@ def test_trigger_status_edit_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(TriggerFileError, match="no trigger named 'missing'"):
         set_trigger_status_in_file(path, "missing", "inactive")
 
+
+
+def test_stream_child_dies_with_killed_parent(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import os, time\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
+    parent_script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        f"sys.path.insert(0, {str(ROOT / 'orchestration')!r})\n"
+        "from mage.utils.meltano_process import Redactor, stream_subprocess\n"
+        f"stream_subprocess([sys.executable, {str(child)!r}], env={{'PATH': '/usr/bin'}},\n"
+        "                  cwd=Path('.'), log_line=print, redactor=Redactor([]))\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_script], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.02)
+        child_pid = int(pid_file.read_text())
+    finally:
+        # SIGKILL, as Mage cancels a block: no handler in the parent runs.
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+
+    deadline = time.monotonic() + 10
+    while _process_alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    survived = _process_alive(child_pid)
+    if survived:
+        os.kill(child_pid, signal.SIGKILL)
+    assert not survived, "the child outlived its killed parent"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A child that exited but was not yet reaped by init counts as gone.
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().split()[2] != "Z"

@@ -8,8 +8,11 @@ variables that point Python at Mage's environment are removed.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -152,6 +155,17 @@ def validate_argv(request: BackfillRequest, window: UtcWindow) -> list[str]:
     ]
 
 
+# prctl option that makes the kernel signal a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    # Mage cancels a block by SIGKILL of its worker process, which no Python
+    # handler sees; the kernel then sends SIGTERM to Meltano so it stops too.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass(frozen=True)
 class StreamedRun:
     """Outcome of a streamed subprocess."""
@@ -172,8 +186,9 @@ def stream_subprocess(
 
     Standard error is merged into standard output, because Meltano writes its
     log there. Every line goes through `redactor` first. When the caller is
-    interrupted (Mage cancels the block), the subprocess is terminated, then
-    killed if it has not stopped within 30 seconds.
+    interrupted by an exception, the subprocess is terminated, then killed if
+    it has not stopped within 30 seconds. On Linux the subprocess also gets
+    SIGTERM when the calling process dies, as when Mage cancels a block.
 
     Args:
         argv: Command and arguments.
@@ -197,6 +212,7 @@ def stream_subprocess(
         encoding="utf-8",
         errors="replace",
         bufsize=1,
+        preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
     ) as process:
         try:
             assert process.stdout is not None
