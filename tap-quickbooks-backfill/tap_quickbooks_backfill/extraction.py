@@ -33,7 +33,7 @@ LOGGER = logging.getLogger("tap_quickbooks_backfill.extraction")
 
 OUTCOME_COMPLETE = "complete"
 OUTCOME_FAILED = "failed"
-# Pages a window fetched ahead keeps in memory before it writes to its spool.
+# Pages of the window being emitted that wait in memory for the consumer.
 PAGES_BUFFERED_PER_WINDOW = 2
 # Windows submitted ahead of the one being emitted, per fetching thread.
 WINDOWS_QUEUED_PER_THREAD = 4
@@ -119,6 +119,15 @@ class WindowAudit:
 class _ScanFailure:
     audit: WindowAudit
     error: BaseException
+
+
+class _WindowChannel:
+    """Hand-over of one window's output from its fetching thread to the consumer."""
+
+    def __init__(self) -> None:
+        self.pages: queue.Queue[t.Any] = queue.Queue(maxsize=PAGES_BUFFERED_PER_WINDOW)
+        # Set once the consumer emits this window, so its pages stream directly.
+        self.is_head = threading.Event()
 
 
 class _ConsumerGoneError(Exception):
@@ -255,7 +264,7 @@ class WindowExtractor:
     ) -> Iterator[list[dict[str, t.Any]] | WindowAudit]:
         consumer_gone = threading.Event()
         remaining = iter(windows)
-        in_progress: deque[queue.Queue[t.Any]] = deque()
+        in_progress: deque[_WindowChannel] = deque()
         pool = ThreadPoolExecutor(
             max_workers=self.window_concurrency,
             thread_name_prefix=f"qbo-{self.entity.lower()}-window",
@@ -265,9 +274,9 @@ class WindowExtractor:
             window = next(remaining, None)
             if window is None:
                 return
-            pages: queue.Queue[t.Any] = queue.Queue(maxsize=PAGES_BUFFERED_PER_WINDOW)
-            pool.submit(self._produce, window, pages, consumer_gone)
-            in_progress.append(pages)
+            channel = _WindowChannel()
+            pool.submit(self._produce, window, channel, consumer_gone)
+            in_progress.append(channel)
 
         try:
             # More windows are queued than threads run, so a thread that finishes a
@@ -277,9 +286,10 @@ class WindowExtractor:
                 start_next_window()
 
             while in_progress:
-                pages = in_progress.popleft()
+                channel = in_progress.popleft()
+                channel.is_head.set()
                 while True:
-                    item = pages.get()
+                    item = channel.pages.get()
                     if isinstance(item, _ScanFailure):
                         yield item.audit
                         raise item.error
@@ -297,12 +307,12 @@ class WindowExtractor:
     def _produce(
         self,
         window: Window,
-        pages: queue.Queue[t.Any],
+        channel: _WindowChannel,
         consumer_gone: threading.Event,
     ) -> None:
-        # The first pages go to the bounded queue. Once it is full, the rest of the
-        # window goes to a spool, so this window keeps fetching while earlier ones are
-        # emitted. The spool is handed over after the window's last page.
+        # Until the consumer reaches this window, its pages go to a spool (encoded, and
+        # on disk beyond a small size) rather than staying in memory as Python objects.
+        # From then on they go through the bounded queue, after the spool.
         scan = self._extract_window(window, consumer_gone)
         spool: PageSpool | None = None
         try:
@@ -312,18 +322,20 @@ class WindowExtractor:
                     if item.outcome == OUTCOME_FAILED:
                         final = self._failure(scan, item)
                     if spool is not None:
-                        self._put(pages, spool, consumer_gone)
+                        self._put(channel.pages, spool, consumer_gone)
                         spool = None
-                    self._put(pages, final, consumer_gone)
+                    self._put(channel.pages, final, consumer_gone)
                     return
 
-                if spool is None:
-                    try:
-                        pages.put_nowait(item)
-                        continue
-                    except queue.Full:
-                        spool = PageSpool()
-                spool.write(item)
+                if not channel.is_head.is_set():
+                    spool = spool or PageSpool()
+                    spool.write(item)
+                    continue
+
+                if spool is not None:
+                    self._put(channel.pages, spool, consumer_gone)
+                    spool = None
+                self._put(channel.pages, item, consumer_gone)
         except (_ConsumerGoneError, ScanCancelledError):
             scan.close()
         finally:

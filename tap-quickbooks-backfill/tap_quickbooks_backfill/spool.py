@@ -11,7 +11,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
 # Pages of one window up to this size stay in memory; larger spools move to a file.
-SPOOL_MEMORY_BYTES = 8 * 1024 * 1024
+SPOOL_MEMORY_BYTES = 1024 * 1024
 _LENGTH_BYTES = 8
 
 
