@@ -83,7 +83,10 @@ WINDOW_AUDIT_SCHEMA = th.PropertiesList(
     th.Property(
         "qbo_count",
         th.IntegerType,
-        description="QBO COUNT(*) for the window when its scan started",
+        description=(
+            "Records in the window when its scan started: QBO COUNT(*), or the rows of "
+            "a first page that holds the whole window"
+        ),
     ),
     th.Property("records_emitted", th.IntegerType, required=True),
     th.Property("pages", th.IntegerType, required=True),
