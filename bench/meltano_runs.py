@@ -22,7 +22,7 @@ TARGET_EXECUTABLE = (
 )
 # Variables of the caller's shell that would change what a benchmark run does.
 _INHERITED_PREFIXES = ("TAP_", "TARGET_", "MELTANO_", "QBO_", "PG", "DBT_")
-# Generated records lie in 2023 and 2024, Los Angeles time; this UTC range holds them all.
+# Generated records lie in 2023 and 2024, Los Angeles time; this UTC range contains them all.
 RANGE_START = "2023-01-01"
 RANGE_END = "2025-01-02"
 
@@ -148,7 +148,7 @@ class MeltanoRunner:
     def dump_target_config(self, path: Path) -> dict[str, Any]:
         """Write target-postgres's resolved config to ``path`` (mode 0600) and return it.
 
-        The file holds the loader password; the caller deletes it with the work
+        The file contains the loader password; the caller deletes it with the work
         folder.
         """
         completed = subprocess.run(  # noqa: S603 - fixed command

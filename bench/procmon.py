@@ -73,7 +73,7 @@ def read_peak_rss_bytes(pid: int) -> int | None:
 
 @dataclass
 class ProcessSample:
-    """What the monitor saw of one process.
+    """Figures the monitor sampled from one process.
 
     Attributes:
         pid: Process id.

@@ -115,7 +115,8 @@ def _limited_lines(limited: dict[str, Any]) -> str:
     options = limited["tap_options"]
     return "\n".join([
         f"Limited scenario (emulator: {limited['emulator']}; tap: page_size "
-        f"{options['page_size']}, window_size {options['window_size']}, "
+        f"{options['page_size']}, window_size {options['window_size']} "
+        f"(customers and items {options['name_list_window_size']}), "
         f"window_concurrency {options['window_concurrency']}, "
         f"max_requests_per_minute {options['max_requests_per_minute']})",
         f"  records {limited['records']}, pages needed {limited['pages_needed']}, "

@@ -32,7 +32,7 @@ ENTITIES = {
     "customers": ("Customer", "qb_customers_raw"),
     "items": ("Item", "qb_items_raw"),
 }
-# Windows add a COUNT(*) and at most one short or repeated page each; a second tied
+# Each window adds a COUNT(*) and at most one short or repeated page. A second tied
 # by more rows than a page adds two more COUNT(*) queries per pass.
 ALLOWED_REQUESTS_PER_WINDOW = 3
 MIB = 1024 * 1024
@@ -60,22 +60,30 @@ class TapOptions:
     window_concurrency: int
     max_requests_per_minute: int
     max_concurrent_requests: int
+    # Window size of Customer and Item, when it differs from ``window_size``.
+    name_list_window_size: str | None = None
 
     def environment(self) -> dict[str, str]:
         """Return the variables that set these options."""
         prefix = "TAP_QUICKBOOKS_BACKFILL_"
-        return {
+        environment = {
             f"{prefix}WINDOW_SIZE": self.window_size,
             f"{prefix}PAGE_SIZE": str(self.page_size),
             f"{prefix}WINDOW_CONCURRENCY": str(self.window_concurrency),
             f"{prefix}MAX_REQUESTS_PER_MINUTE": str(self.max_requests_per_minute),
             f"{prefix}MAX_CONCURRENT_REQUESTS": str(self.max_concurrent_requests),
         }
+        if self.name_list_window_size:
+            for entity in ("customers", "items"):
+                key = f"TAP_QB_{entity.upper()}_WINDOW_SIZE"
+                environment[key] = self.name_list_window_size
+        return environment
 
     def as_dict(self) -> dict[str, Any]:
         """Return the options for the result file."""
         return {
             "window_size": self.window_size,
+            "name_list_window_size": self.name_list_window_size or self.window_size,
             "page_size": self.page_size,
             "window_concurrency": self.window_concurrency,
             "max_requests_per_minute": self.max_requests_per_minute,
@@ -105,11 +113,11 @@ def api_figures(log: list[dict[str, Any]]) -> dict[str, Any]:
     """Summarise the emulator's request log of one run.
 
     Args:
-        log: Entries of ``GET /_emulator/requests``: ``time`` is when the answer was
+        log: Entries of ``GET /_emulator/requests``: ``time`` is when the response was
             sent (UTC ISO 8601) and ``duration_ms`` how long the request took.
 
     Returns:
-        Requests, 429 answers, rows returned, the summed request time and the wall
+        Requests, HTTP 429 responses, rows returned, the summed request time and the wall
         time with at least one request in flight (``busy_seconds``).
     """
     intervals = []
@@ -174,9 +182,9 @@ def _check_loaded(database: BenchDatabase, entity: str, expected: int, what: str
 class LocalScenario:
     """Local ceiling: the emulator without limits or latency.
 
-    For each entity: the tap alone writes its Singer messages to a file; the
-    target alone loads that file (the ceiling); then ``meltano run`` does both
-    end to end. Raw tables are emptied before each load.
+    For each entity, the tap alone writes its Singer messages to a file, and the
+    target alone loads that file (the ceiling). Then ``meltano run`` does both end
+    to end. Raw tables are emptied before each load.
     """
 
     runner: MeltanoRunner
