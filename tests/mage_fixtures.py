@@ -286,8 +286,8 @@ class FakeProject:
         return {"FAKE_TOOL_RECORD_DIR": str(self.record_dir), **exits}
 
 
-@pytest.fixture
-def fake_project(tmp_path: Path) -> FakeProject:
+@pytest.fixture(name="fake_project")
+def fake_project_fixture(tmp_path: Path) -> FakeProject:
     """Build a project root with fake `meltano` and `qbo-backfill` executables."""
     root = tmp_path / "fake-project"
     bin_dir = root / ".venv" / "bin"

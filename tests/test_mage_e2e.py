@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import PostgresDatabase, _private_meltano_dir
 from mage_fixtures import (
     ROOT,

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mage_fixtures import (
     CREDENTIAL_SECRETS,
     MAGE_BIN,
@@ -24,7 +23,7 @@ from mage_fixtures import (
     TEST_SECRETS,
     FakeProject,
     MageSandbox,
-    fake_project,  # noqa: F401 - pytest fixture
+    fake_project_fixture,  # noqa: F401 - pytest fixture `fake_project`
     files_containing,
     mage_process_env,
     mage_run,

@@ -6,13 +6,12 @@ import json
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-
 from mage_fixtures import (
     CREDENTIAL_SECRETS,
     MAGE_PROJECT,
@@ -20,7 +19,7 @@ from mage_fixtures import (
     PIPELINES,
     TEST_SECRETS,
     FakeProject,
-    fake_project,  # noqa: F401 - pytest fixture
+    fake_project_fixture,  # noqa: F401 - pytest fixture `fake_project`
     files_containing,
     mage_process_env,
     make_mage_sandbox,
@@ -75,7 +74,7 @@ def test_trigger_variables_form_a_valid_range(pipeline: str) -> None:
 
 def test_guayaquil_has_no_daylight_saving() -> None:
     offsets = {
-        datetime(2026, month, 15, 12, tzinfo=timezone.utc).astimezone(GUAYAQUIL).utcoffset()
+        datetime(2026, month, 15, 12, tzinfo=UTC).astimezone(GUAYAQUIL).utcoffset()
         for month in range(1, 13)
     }
     assert offsets == {timedelta(hours=-5)}
@@ -110,7 +109,7 @@ def test_mage_loads_every_trigger_file(tmp_path: Path) -> None:
 def _due_trigger_file(path: Path, fake: FakeProject) -> str:
     """Rewrite a copied triggers.yaml so its trigger is due now and uses the fakes."""
     text = path.read_text()
-    past = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+    past = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
     text = re.sub(r"start_time: [0-9-]+ [0-9:]+\+00:00", f"start_time: {past}+00:00", text)
     text = re.sub(r"fecha_inicio: '[^']+'", "fecha_inicio: '2025-06-01T00:00:00Z'", text)
     text = re.sub(r"fecha_fin: '[^']+'", "fecha_fin: '2025-08-01T00:00:00Z'", text)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,7 @@ from mage.utils.one_time_trigger import (  # noqa: E402
 )
 from mage.utils.window_chain import WindowLedger, run_window_chain  # noqa: E402
 
-NOW = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 SECRETS = {
     "qb_client_id": "cid-123",
     "qb_secret_id": "csecret-456",
@@ -55,7 +55,7 @@ SECRETS = {
 
 
 def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=timezone.utc)
+    return datetime(*parts, tzinfo=UTC)
 
 
 def build(variables: dict, pipeline: str = "qb_invoices_backfill") -> br.BackfillRequest:

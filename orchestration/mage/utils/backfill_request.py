@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # The Meltano environment that talks to the QBO emulator, and the emulator's
 # demo company and default port.
@@ -198,11 +199,11 @@ class BackfillRequest:
 
 def format_utc(instant: datetime) -> str:
     """Format an aware datetime as ISO 8601 in UTC with a `Z` suffix."""
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _compact(instant: datetime) -> str:
-    return instant.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return instant.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def parse_utc_instant(name: str, value: object) -> datetime:
@@ -248,7 +249,7 @@ def parse_utc_instant(name: str, value: object) -> datetime:
         )
 
     if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
+        return parsed.replace(tzinfo=UTC)
 
     if parsed.utcoffset():
         offset = parsed.strftime("%z")
@@ -257,7 +258,7 @@ def parse_utc_instant(name: str, value: object) -> datetime:
             f"(offset {offset[:3]}:{offset[3:5]}): "
             f"pass its UTC equivalent {format_utc(parsed)} instead"
         )
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def split_into_windows(window: UtcWindow, days: int) -> tuple[UtcWindow, ...]:
@@ -396,7 +397,7 @@ def build_backfill_request(
             "the range is the half-open interval [fecha_inicio, fecha_fin)"
         )
 
-    current = now or datetime.now(timezone.utc)
+    current = now or datetime.now(UTC)
     if end > current:
         raise BackfillRequestError(
             f"fecha_fin {format_utc(end)} is in the future (now {format_utc(current)}): "

@@ -7,8 +7,8 @@ variables and never into a block's output, a log line or an error message.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 SECRET_NAMES = (
     "qb_client_id",

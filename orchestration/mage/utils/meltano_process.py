@@ -13,9 +13,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 from .backfill_request import BackfillRequest, UtcWindow, format_utc
 from .backfill_secrets import BackfillSecrets

@@ -13,7 +13,6 @@ from .meltano_process import (
     validate_argv,
 )
 
-
 # Exit codes of `qbo-backfill validate`.
 _EXIT_REASONS = {
     1: "Postgres and QBO differ, or the recorded windows have a gap or overlap",

@@ -13,10 +13,10 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from .backfill_request import BackfillRequest, UtcWindow, format_utc
 from .backfill_secrets import BackfillSecrets
@@ -63,7 +63,7 @@ class WindowLedger:
         """Record `window` as finished and write the file atomically."""
         self._finished[window.key] = {
             "meltano_run_id": run_id,
-            "finished_at_utc": format_utc(datetime.now(timezone.utc)),
+            "finished_at_utc": format_utc(datetime.now(UTC)),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         content = json.dumps({"finished_windows": self._finished}, indent=2, sort_keys=True)
