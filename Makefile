@@ -19,9 +19,10 @@ export EMBEDDED_PG_PORT ?= 55432
 export QBO_EMULATOR_PORT ?= 8765
 
 # Date range and window size of `make demo`. The demo company's captured
-# records date from February 2023; the generated ones spread around them.
+# records date from February 2023. Its generated ones end on 2024-12-31 in
+# Pacific time, which is up to 2025-01-01T08:00Z, so the range ends a day later.
 DEMO_START ?= 2017-01-01
-DEMO_END ?= 2025-01-01
+DEMO_END ?= 2025-01-02
 DEMO_WINDOW_SIZE ?= 90d
 
 # Real QBO when QBO_CLIENT_ID is set (or MELTANO_ENVIRONMENT=prod with the
