@@ -10,7 +10,7 @@ import pytest
 from qbo_emulator.testing import build_emulator
 
 SPAN_START = datetime.fromisoformat("2023-01-01T00:00:00-08:00")
-SPAN_END = datetime.fromisoformat("2025-01-01T00:00:00-08:00")
+SPAN_END = datetime.fromisoformat("2025-01-01T00:00:00+00:00")
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,11 @@ NAME_LIST_ENTITIES = frozenset({"Customer", "Item"})
 
 DEFAULT_SIZES = {"Invoice": 2000, "Customer": 300, "Item": 60}
 
-# Generated timestamps stay inside this span of company-local time, so a
-# backfill of 2017-01-01..2025-01-01 includes every generated record.
+# Generated timestamps stay inside this span of company-local time. It ends at
+# 2024-12-31 23:59:59 UTC (15:59:59 Pacific), so a backfill of
+# 2017-01-01..2025-01-01 UTC includes every generated record.
 SPAN_START = (2023, 1, 1)
-SPAN_END = (2024, 12, 31, 23, 59, 59)
+SPAN_END = (2024, 12, 31, 15, 59, 59)
 
 
 class RecordNotFoundError(KeyError):
