@@ -10,7 +10,6 @@ from functools import cached_property
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 
 from tap_quickbooks_backfill.client import QBOClient
 from tap_quickbooks_backfill.settings import (
@@ -28,6 +27,7 @@ from tap_quickbooks_backfill.streams import (
     WINDOW_STREAM_NAME,
     ExtractWindowsStream,
 )
+from tap_quickbooks_backfill.writer import BlockMsgSpecWriter
 
 try:
     from typing import override  # type: ignore[attr-defined]
@@ -208,8 +208,17 @@ class TapQuickBooksBackfill(Tap):
     name = "tap-quickbooks-backfill"
     config_jsonschema = CONFIG_SCHEMA
     # msgspec serializes the large QBO payloads several times faster than the
-    # default simplejson writer.
-    message_writer_class = MsgSpecWriter
+    # default simplejson writer; blocks spare a flush per record.
+    message_writer_class = BlockMsgSpecWriter
+
+    @override
+    def sync_all(self) -> None:
+        try:
+            super().sync_all()
+        finally:
+            # Records after the last STATE message (a failed window's) still reach
+            # the target, which upserts them; a later run completes the window.
+            t.cast("BlockMsgSpecWriter", self.message_writer).flush_block()
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
