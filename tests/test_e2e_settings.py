@@ -34,6 +34,15 @@ INVALID_SETTINGS = {
             "window_field 'DueDate' is invalid",
         ],
     ),
+    # Meltano rewrites a `kind: date_iso8601` setting with dateparser, which
+    # would turn these into 2023-01-13 and 2024-01-02 before the tap saw them.
+    "dates that are not ISO 8601": (
+        range_environment("customers", "2023-13-01", "01/02/2024"),
+        [
+            "start_date '2023-13-01' is not a valid date",
+            "end_date '01/02/2024' is not a valid date",
+        ],
+    ),
     "empty range and page too large": (
         {
             **range_environment("customers", "2024-01-01", "2023-01-01"),
