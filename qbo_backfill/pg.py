@@ -302,7 +302,19 @@ class EmbeddedPostgres:
         The superuser and the loader role share the cluster's generated password,
         so `qbo-backfill db init` can set the loader's password from
         ``QBO_LOADER_PASSWORD``.
+
+        Raises:
+            EmbeddedPostgresError: When the server of this data directory runs on
+                another port, so the variables would point at a different server.
         """
+        running_port = self.running_port()
+        if running_port is not None and running_port != self.port:
+            raise EmbeddedPostgresError(
+                f"the embedded PostgreSQL of {self.data_dir} runs on port {running_port}, "
+                f"not EMBEDDED_PG_PORT={self.port}: set EMBEDDED_PG_PORT={running_port} "
+                "or unset it"
+            )
+
         password = self.password()
         return {
             "PGHOST": "127.0.0.1",
@@ -358,8 +370,21 @@ def _allow_traversal(path: Path, user: pwd.struct_passwd) -> None:
 
 
 def embedded_server() -> EmbeddedPostgres:
-    """Return the project's embedded server, on ``EMBEDDED_PG_PORT`` (default 55432)."""
-    port_text = os.environ.get("EMBEDDED_PG_PORT", str(DEFAULT_PORT))
+    """Return the project's embedded server.
+
+    Its port is ``EMBEDDED_PG_PORT`` when set. Otherwise it is the port that the
+    running server of this checkout listens on, else 55432, so a shell without
+    ``EMBEDDED_PG_PORT`` reaches the server that `make` started on another port
+    instead of sending the generated password to whatever listens on 55432.
+    """
+    port_text = os.environ.get("EMBEDDED_PG_PORT")
+    if port_text is None:
+        server = EmbeddedPostgres(root=project_root(), port=DEFAULT_PORT)
+        running_port = server.running_port()
+        if running_port is None:
+            return server
+        return EmbeddedPostgres(root=server.root, port=running_port)
+
     try:
         port = int(port_text)
     except ValueError as error:
