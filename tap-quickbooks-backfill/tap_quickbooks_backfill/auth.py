@@ -146,6 +146,38 @@ class TokenStore:
 
         return str(record["refresh_token"])
 
+    def tokens_seeded_elsewhere(self, configured: str) -> list[str]:
+        """Return tokens stored under other realms but rotated from ``configured``.
+
+        A run with a mistyped realm ID rotates the token and stores the new one under
+        that realm before QBO rejects the realm, so the working token sits in another
+        realm's file. A refresh token belongs to one app connection, so a file seeded
+        from the same configured token holds this company's token.
+
+        Args:
+            configured: The refresh token from the tap's config.
+
+        Returns:
+            Those tokens, the most recently stored first.
+        """
+        seed = fingerprint(configured)
+        found: list[tuple[str, str]] = []
+        for path in self.directory.glob("*.json"):
+            if path == self.path:
+                continue
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            if (
+                isinstance(record, dict)
+                and record.get("seed_fingerprint") == seed
+                and record.get("refresh_token")
+            ):
+                found.append((str(record.get("updated_at_utc", "")), str(record["refresh_token"])))
+
+        return [token for _, token in sorted(found, reverse=True)]
+
     def save(self, refresh_token: str, configured: str) -> None:
         """Write the refresh token to use next, atomically and readable by the owner only.
 

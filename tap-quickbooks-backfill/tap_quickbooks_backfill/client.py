@@ -570,18 +570,34 @@ class QBOClient:
         try:
             return exchange(refresh_token)
         except RefreshTokenRejectedError as exc:
-            if exc.error != "invalid_grant" or refresh_token == settings.refresh_token:
+            if exc.error != "invalid_grant":
                 raise
+            first_rejection = exc
 
         # The stored token can be dead while the configured one still works, for example
         # when QBO keeps a replaced token alive for a while or the store outlived the
-        # company it was issued for. A second invalid_grant ends the run.
-        LOGGER.warning(
-            "Stored refresh token of realm %s rejected (invalid_grant); trying the "
-            "configured one",
-            settings.realm_id,
-        )
-        return exchange(settings.refresh_token)
+        # company it was issued for. Tokens rotated from the configured one under another
+        # realm (a mistyped realm ID) come next. When every one is rejected, the run ends.
+        fallbacks = [] if refresh_token == settings.refresh_token else [settings.refresh_token]
+        fallbacks += self._store.tokens_seeded_elsewhere(settings.refresh_token)
+        for candidate in dict.fromkeys(fallbacks):
+            if candidate == refresh_token:
+                continue
+            self._secrets.add(candidate)
+            LOGGER.warning(
+                "Refresh token for realm %s rejected (invalid_grant); trying the %s",
+                settings.realm_id,
+                "configured one"
+                if candidate == settings.refresh_token
+                else "one rotated from it and stored under another realm ID",
+            )
+            try:
+                return exchange(candidate)
+            except RefreshTokenRejectedError as exc:
+                if exc.error != "invalid_grant":
+                    raise
+
+        raise first_rejection
 
     def _log_token_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

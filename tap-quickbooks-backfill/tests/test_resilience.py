@@ -86,6 +86,20 @@ def test_rotated_token_used_by_next_run(tmp_path):
     assert len(second.ids("qb_items_raw")) == 5
 
 
+def test_token_rotated_under_mistyped_realm_is_recovered(tmp_path):
+    with run_emulator(invoices=5, customers=5, items=5, rotation="every_refresh") as emu:
+        config = emulator_config(emu, tmp_path, end_date=RANGE_END)
+        mistyped = run_tap(
+            {**config, "realm_id": "123456"}, streams=["qb_items_raw"], expect_error=True
+        )
+        second = run_tap(config, streams=["qb_items_raw"])
+
+    # The first run rotated the configured token away before QBO rejected the realm.
+    assert mistyped.error is not None
+    assert TokenStore(config["token_store_path"], "123456").path.exists()
+    assert len(second.ids("qb_items_raw")) == 5
+
+
 def test_revoked_refresh_token_stops_with_reconnect_message(tmp_path, caplog):
     with run_emulator(invoices=5, customers=5, items=5) as emu:
         emu.control.revoke_refresh_tokens()
