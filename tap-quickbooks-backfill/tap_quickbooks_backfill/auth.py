@@ -152,7 +152,7 @@ class TokenStore:
         A run with a mistyped realm ID rotates the token and stores the new one under
         that realm before QBO rejects the realm, so the working token sits in another
         realm's file. A refresh token belongs to one app connection, so a file seeded
-        from the same configured token holds this company's token.
+        from the same configured token contains this company's token.
 
         Args:
             configured: The refresh token from the tap's config.
