@@ -16,7 +16,7 @@ class EntitySpec:
         extractor: Inheriting Meltano extractor that loads the entity.
         job: Meltano job that backfills the entity.
         env_prefix: Prefix of the extractor's Meltano environment variables.
-        name_list: Whether QBO hides inactive rows unless the query asks for them.
+        name_list: Whether QBO hides inactive rows unless the query requests them.
         window_entity_values: Values of ``raw.qb_extract_windows.entity`` that mean
             this entity, lower case.
     """

@@ -1,4 +1,4 @@
-"""A scripted stand-in for ``requests.Session``: no network, one answer per request."""
+"""A scripted stand-in for ``requests.Session``: no network, one response per request."""
 
 from __future__ import annotations
 
