@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import msgspec
 import requests
 import tenacity
-from pyrate_limiter import Duration, Limiter, Rate
 from requests.adapters import HTTPAdapter
 
 from tap_quickbooks_backfill import queries
@@ -32,6 +31,7 @@ from tap_quickbooks_backfill.errors import (
     ScanCancelledError,
     TokenEndpointUnavailableError,
 )
+from tap_quickbooks_backfill.ratelimit import realm_limiter
 from tap_quickbooks_backfill.settings import Settings, parse_settings
 
 if t.TYPE_CHECKING:
@@ -188,7 +188,10 @@ class QBOClient:
         # clients created inside the tap.
         self._sleep = sleep or (lambda seconds: backoff_sleep(seconds))
         self._store = TokenStore(settings.token_store_path, settings.realm_id)
-        self._limiter = Limiter(Rate(settings.max_requests_per_minute, Duration.MINUTE))
+        # Shared through a file with every other process of this realm on this machine.
+        self._limiter = realm_limiter(
+            settings.token_store_path, settings.realm_id, settings.max_requests_per_minute
+        )
         self._in_flight = threading.BoundedSemaphore(settings.max_concurrent_requests)
         self._token_lock = threading.Lock()
         self._totals_lock = threading.Lock()
@@ -219,8 +222,9 @@ class QBOClient:
         return f"{self.settings.api_base_url}/v3/company/{self.settings.realm_id}/query"
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP session and the shared limiter's file."""
         self._session.close()
+        self._limiter.close()
 
     def __enter__(self) -> t.Self:  # noqa: D105
         return self

@@ -1,0 +1,63 @@
+"""The per-minute request limit, shared by every process of one QBO company.
+
+QBO counts requests per realm, not per process. Three extractors started one after
+another, or three Mage pipelines started at once, each with a limit of its own, would
+together send more than QBO allows: the second run starts with a full minute of budget
+while QBO still counts the first run's last minute, and the 429 that follows costs a
+minute's wait. The limiter therefore keeps its request log in a SQLite file beside the
+token store, locked with a file lock, so every tap process on this machine that serves
+one realm draws on the same budget.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
+
+# Table of the request log inside the limiter file.
+_TABLE = "qbo_requests"
+
+
+def limiter_path(directory: str | os.PathLike[str], realm_id: str) -> Path:
+    """Return the file that holds one realm's request log.
+
+    Args:
+        directory: The token store folder.
+        realm_id: QBO company id.
+
+    Returns:
+        ``<directory>/<realm_id>.requests.sqlite``.
+    """
+    return Path(directory) / f"{realm_id}.requests.sqlite"
+
+
+def realm_limiter(
+    directory: str | os.PathLike[str], realm_id: str, per_minute: int
+) -> Limiter:
+    """Build a limiter of ``per_minute`` requests that all processes of a realm share.
+
+    Each process checks the shared log against its own ``per_minute``, so a run with a
+    lower limit than another still keeps to its own.
+
+    Args:
+        directory: The token store folder; created with mode 0700 when missing, so
+            the log (request times only, no secrets) is private like the tokens.
+        realm_id: QBO company id.
+        per_minute: Requests allowed in any 60 seconds.
+
+    Returns:
+        A pyrate-limiter ``Limiter``; ``try_acquire(name, blocking=True)`` waits for room.
+    """
+    folder = Path(directory)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = limiter_path(folder, realm_id)
+    bucket = SQLiteBucket.init_from_file(
+        [Rate(per_minute, Duration.MINUTE)],
+        table=_TABLE,
+        db_path=str(path),
+        create_new_table=True,
+        use_file_lock=True,
+    )
+    return Limiter(bucket)

@@ -1,0 +1,114 @@
+"""The per-minute request limit is shared by every process of one realm on a machine."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+import textwrap
+
+from tap_quickbooks_backfill.client import QBOClient
+from tap_quickbooks_backfill.ratelimit import limiter_path, realm_limiter
+from tap_quickbooks_backfill.settings import parse_settings
+
+from .stub_http import ScriptedSession, count_answer, token_answer
+
+# Takes ``count`` requests of the limit in another Python process, as a second tap would.
+# Each attempt waits at most WAIT seconds: far less than the minute a full budget frees.
+WAIT = 0.2
+_OTHER_PROCESS = textwrap.dedent(
+    """
+    import sys
+    from tap_quickbooks_backfill.ratelimit import realm_limiter
+
+    directory, realm, per_minute, count = sys.argv[1:5]
+    limiter = realm_limiter(directory, realm, int(per_minute))
+    taken = sum(limiter.try_acquire("qbo-query", timeout=0.2) for _ in range(int(count)))
+    limiter.close()
+    print(taken)
+    """
+)
+
+
+def _take_in_other_process(directory, realm, per_minute, count) -> int:
+    completed = subprocess.run(  # noqa: S603 - this interpreter, fixed script
+        [sys.executable, "-c", _OTHER_PROCESS, str(directory), realm, str(per_minute),
+         str(count)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )
+    return int(completed.stdout.strip())
+
+
+def _take_here(limiter, count) -> int:
+    return sum(limiter.try_acquire("qbo-query", timeout=WAIT) for _ in range(count))
+
+
+def test_a_second_process_gets_only_what_the_first_left(tmp_path):
+    assert _take_in_other_process(tmp_path, "4620816365", 5, 4) == 4
+
+    limiter = realm_limiter(tmp_path, "4620816365", 5)
+    try:
+        # An in-memory limit would allow 5 here; the shared one allows what is left.
+        assert _take_here(limiter, 5) == 1
+    finally:
+        limiter.close()
+
+
+def test_requests_of_this_process_hold_back_a_later_process(tmp_path):
+    limiter = realm_limiter(tmp_path, "4620816365", 6)
+    try:
+        assert _take_here(limiter, 6) == 6
+    finally:
+        limiter.close()
+
+    assert _take_in_other_process(tmp_path, "4620816365", 6, 3) == 0
+
+
+def test_each_realm_has_its_own_budget(tmp_path):
+    assert _take_in_other_process(tmp_path, "111", 3, 3) == 3
+
+    limiter = realm_limiter(tmp_path, "222", 3)
+    try:
+        assert _take_here(limiter, 3) == 3
+    finally:
+        limiter.close()
+
+
+def test_each_process_keeps_to_its_own_lower_limit(tmp_path):
+    assert _take_in_other_process(tmp_path, "4620816365", 10, 2) == 2
+
+    limiter = realm_limiter(tmp_path, "4620816365", 3)
+    try:
+        assert _take_here(limiter, 3) == 1
+    finally:
+        limiter.close()
+
+
+def test_limiter_file_lives_in_a_private_token_folder(tmp_path):
+    folder = tmp_path / "tokens"
+    limiter = realm_limiter(folder, "4620816365", 5)
+    limiter.close()
+
+    assert limiter_path(folder, "4620816365").exists()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_client_requests_count_against_the_shared_limit(base_config, tmp_path):
+    config = {
+        **base_config,
+        "token_store_path": str(tmp_path / "store"),
+        "max_requests_per_minute": 3,
+    }
+    session = ScriptedSession(
+        queries=[count_answer(1), count_answer(2)], tokens=[token_answer()]
+    )
+    client = QBOClient(parse_settings(config), session=session, sleep=lambda _: None)
+    try:
+        client.count_query("SELECT COUNT(*) FROM Invoice")
+        client.count_query("SELECT COUNT(*) FROM Invoice")
+    finally:
+        client.close()
+
+    assert _take_in_other_process(
+        tmp_path / "store", config["realm_id"], 3, 3
+    ) == 1
