@@ -127,7 +127,20 @@ def _limited_lines(limited: dict[str, Any]) -> str:
         f"{limited['records_per_second']} records/s",
         f"  peak RSS: tap {_mib(limited['usage'], 'tap')} MiB, target "
         f"{_mib(limited['usage'], 'target')} MiB",
+        *_timeline_lines(limited.get("timeline") or {}),
     ])
+
+
+def _timeline_lines(timeline: dict[str, Any]) -> list[str]:
+    if not timeline:
+        return []
+    return [
+        f"  first request after {timeline['before_first_request_seconds']} s, requests "
+        f"over {timeline['requests_span_seconds']} s at "
+        f"{timeline['requests_per_minute_in_span']} per minute (at most "
+        f"{timeline['most_requests_in_60_seconds']} in any 60 s), end "
+        f"{timeline['after_last_answer_seconds']} s after the last answer",
+    ]
 
 
 def render_table(result: dict[str, Any]) -> str:

@@ -147,6 +147,42 @@ def api_figures(log: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def timeline_figures(log: list[dict[str, Any]], run: TimedRun) -> dict[str, Any]:
+    """Place a run's requests on its wall time.
+
+    Args:
+        log: Entries of ``GET /_emulator/requests`` for the run.
+        run: The timed command.
+
+    Returns:
+        Seconds from the command's start to the first request and from the last answer
+        to the command's end, the seconds in between, the requests per minute over
+        them, and the most requests that started in any 60 seconds.
+    """
+    if not log:
+        return {}
+    starts, ends = [], []
+    for entry in log:
+        end = dt.datetime.fromisoformat(entry["time"]).timestamp()
+        ends.append(end)
+        starts.append(end - float(entry["duration_ms"]) / 1000)
+    starts.sort()
+    first, last = starts[0], max(ends)
+    span = max(last - first, 1e-9)
+    busiest, low = 0, 0
+    for high, start in enumerate(starts):
+        while start - starts[low] >= 60.0:  # noqa: PLR2004 - one minute
+            low += 1
+        busiest = max(busiest, high - low + 1)
+    return {
+        "before_first_request_seconds": round(first - run.started, 2),
+        "after_last_answer_seconds": round(run.finished - last, 2),
+        "requests_span_seconds": round(span, 2),
+        "requests_per_minute_in_span": round(60.0 * len(log) / span, 1),
+        "most_requests_in_60_seconds": busiest,
+    }
+
+
 def usage_figures(run: TimedRun) -> dict[str, Any]:
     """Return the per-role peak memory (MiB), CPU and wall seconds of a run."""
     figures: dict[str, Any] = {}
@@ -397,7 +433,9 @@ class LimitedScenario:
             run = self.runner.run(args, label="run-limited", env=env)
             for entity in order:
                 _check_loaded(self.database, entity, self.company.size(entity), "limited run")
-            api = api_figures(control.requests(endpoint="query"))
+            log = control.requests(endpoint="query")
+            api = api_figures(log)
+            timeline = timeline_figures(log, run)
             windows = sum(
                 self.database.window_totals(ENTITIES[entity][0])["windows"]
                 for entity in order
@@ -421,5 +459,6 @@ class LimitedScenario:
             "ratio_to_bound": round(run.wall_seconds / bound, 3),
             "records_per_second": _rate(records, run.wall_seconds),
             "api": api,
+            "timeline": timeline,
             "usage": usage_figures(run),
         }

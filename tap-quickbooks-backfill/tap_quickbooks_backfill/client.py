@@ -1,8 +1,9 @@
 """HTTP client of the QBO query endpoint, independent of singer-sdk streams.
 
 One client serves every stream of a run (and the validation command). It refreshes
-the access token, keeps requests under ``max_requests_per_minute`` and at most
-``max_concurrent_requests`` in flight, and retries the failures that QBO reports as temporary.
+the access token, keeps requests under ``max_requests_per_minute`` and
+``max_requests_per_second`` and at most ``max_concurrent_requests`` in flight, and
+retries the failures that QBO reports as temporary.
 """
 
 from __future__ import annotations
@@ -190,7 +191,10 @@ class QBOClient:
         self._store = TokenStore(settings.token_store_path, settings.realm_id)
         # Shared through a file with every other process of this realm on this machine.
         self._limiter = realm_limiter(
-            settings.token_store_path, settings.realm_id, settings.max_requests_per_minute
+            settings.token_store_path,
+            settings.realm_id,
+            per_minute=settings.max_requests_per_minute,
+            per_second=settings.max_requests_per_second,
         )
         self._in_flight = threading.BoundedSemaphore(settings.max_concurrent_requests)
         self._token_lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""The per-minute request limit, shared by every process of one QBO company.
+"""The request limits per minute and per second, shared by every process of one company.
 
 QBO counts requests per realm, not per process. Three extractors started one after
 another, or three Mage pipelines started at once, each with a limit of its own, would
@@ -18,6 +18,7 @@ from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
 
 # Table of the request log inside the limiter file.
 _TABLE = "qbo_requests"
+SECONDS_PER_MINUTE = 60
 
 
 def limiter_path(directory: str | os.PathLike[str], realm_id: str) -> Path:
@@ -34,18 +35,23 @@ def limiter_path(directory: str | os.PathLike[str], realm_id: str) -> Path:
 
 
 def realm_limiter(
-    directory: str | os.PathLike[str], realm_id: str, per_minute: int
+    directory: str | os.PathLike[str],
+    realm_id: str,
+    *,
+    per_minute: int,
+    per_second: int | None = None,
 ) -> Limiter:
-    """Build a limiter of ``per_minute`` requests that all processes of a realm share.
+    """Build a limiter that all processes of a realm share.
 
-    Each process checks the shared log against its own ``per_minute``, so a run with a
-    lower limit than another still keeps to its own.
+    Each process checks the shared log against its own limits, so a run with lower
+    limits than another still keeps to its own.
 
     Args:
         directory: The token store folder; created with mode 0700 when missing, so
             the log (request times only, no secrets) is private like the tokens.
         realm_id: QBO company id.
         per_minute: Requests allowed in any 60 seconds.
+        per_second: Requests allowed in any second; no such limit when ``None``.
 
     Returns:
         A pyrate-limiter ``Limiter``; ``try_acquire(name, blocking=True)`` waits for room.
@@ -54,10 +60,25 @@ def realm_limiter(
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = limiter_path(folder, realm_id)
     bucket = SQLiteBucket.init_from_file(
-        [Rate(per_minute, Duration.MINUTE)],
+        _rates(per_minute, per_second),
         table=_TABLE,
         db_path=str(path),
         create_new_table=True,
         use_file_lock=True,
     )
     return Limiter(bucket)
+
+
+def _rates(per_minute: int, per_second: int | None) -> list[Rate]:
+    """Return the limits that can bind, shorter interval first as pyrate-limiter wants.
+
+    A limit per second that allows at least the minute's budget never binds, nor does
+    a limit per minute that allows 60 seconds at the full rate per second.
+    """
+    minute = Rate(per_minute, Duration.MINUTE)
+    if per_second is None or per_second >= per_minute:
+        return [minute]
+    second = Rate(per_second, Duration.SECOND)
+    if per_minute >= SECONDS_PER_MINUTE * per_second:
+        return [second]
+    return [second, minute]

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, t.Any] = {
     "window_field": "LastUpdatedTime",
     "page_size": MAX_PAGE_SIZE,
     "max_requests_per_minute": 450,
+    "max_requests_per_second": 9,
     "max_concurrent_requests": MAX_CONCURRENT_REQUESTS,
     "window_concurrency": 1,
     "minor_version": 75,
@@ -82,6 +83,7 @@ class Settings:
     window_field: str = "LastUpdatedTime"
     page_size: int = MAX_PAGE_SIZE
     max_requests_per_minute: int = 450
+    max_requests_per_second: int = 9
     max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
     window_concurrency: int = 1
     minor_version: int = 75
@@ -332,6 +334,9 @@ def parse_settings(
         page_size=_integer_in_range(config, "page_size", 1, MAX_PAGE_SIZE, errors),
         max_requests_per_minute=_integer_in_range(
             config, "max_requests_per_minute", 1, None, errors
+        ),
+        max_requests_per_second=_integer_in_range(
+            config, "max_requests_per_second", 1, None, errors
         ),
         max_concurrent_requests=_integer_in_range(
             config, "max_concurrent_requests", 1, MAX_CONCURRENT_REQUESTS, errors

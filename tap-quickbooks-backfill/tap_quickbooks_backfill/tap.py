@@ -140,6 +140,12 @@ def build_config_schema() -> dict[str, t.Any]:
             description="Client-side limit of query requests per minute (QBO allows 500).",
         ),
         th.Property(
+            "max_requests_per_second",
+            th.IntegerType,
+            default=DEFAULTS["max_requests_per_second"],
+            description="Client-side limit of query requests per second (QBO allows 10).",
+        ),
+        th.Property(
             "max_concurrent_requests",
             th.IntegerType,
             default=MAX_CONCURRENT_REQUESTS,

@@ -31,6 +31,9 @@ def emulator_config(emu: t.Any, tmp_path: t.Any, **overrides: t.Any) -> dict[str
         "window_size": "3650d",
         "token_store_path": str(tmp_path / "tokens"),
         "throttle_wait_seconds": 0,
+        # The emulator of these tests has no limit per second; the tap's own is tested
+        # in test_ratelimit.py and would only slow the scans down here.
+        "max_requests_per_second": 1000,
         **overrides,
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from qbo_emulator.control import ControlClient
 from qbo_emulator.testing import run_emulator
 
 from tap_quickbooks_backfill.paging import WindowScanner
@@ -125,3 +126,22 @@ def test_windows_fetched_ahead_spill_to_spool(tmp_path, monkeypatch):
             strict=True,
         )
     ]
+
+
+def test_default_rate_per_second_stays_within_qbo_limit(tmp_path):
+    # QBO allows 10 requests per second per company; the emulator enforces that here,
+    # and fast answers would let 10 windows in flight send several times more.
+    with run_emulator(
+        invoices=600, customers=5, items=5, requests_per_second=10, latency_base_ms=1
+    ) as emu:
+        config = window_config(emu, tmp_path, page_size=20, window_concurrency=10)
+        config.pop("max_requests_per_second")
+        run = run_tap(config, streams=["qb_invoices_raw"])
+        throttled = [
+            entry for entry in ControlClient(emu.base_url).requests(endpoint="query")
+            if entry.get("status") == 429  # noqa: PLR2004
+        ]
+
+    assert len(run.ids("qb_invoices_raw")) == 600
+    assert throttled == []
+    assert sum(a["throttles"] for a in run.audits) == 0

@@ -6,6 +6,9 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
+
+import pytest
 
 from tap_quickbooks_backfill.client import QBOClient
 from tap_quickbooks_backfill.ratelimit import limiter_path, realm_limiter
@@ -13,7 +16,7 @@ from tap_quickbooks_backfill.settings import parse_settings
 
 from .stub_http import ScriptedSession, count_answer, token_answer
 
-# Takes ``count`` requests of the limit in another Python process, as a second tap would.
+# Acquires ``count`` requests of the limit in another Python process, as a second tap would.
 # Each attempt waits at most WAIT seconds: far less than the minute a full budget frees.
 WAIT = 0.2
 _OTHER_PROCESS = textwrap.dedent(
@@ -22,10 +25,10 @@ _OTHER_PROCESS = textwrap.dedent(
     from tap_quickbooks_backfill.ratelimit import realm_limiter
 
     directory, realm, per_minute, count = sys.argv[1:5]
-    limiter = realm_limiter(directory, realm, int(per_minute))
-    taken = sum(limiter.try_acquire("qbo-query", timeout=0.2) for _ in range(int(count)))
+    limiter = realm_limiter(directory, realm, per_minute=int(per_minute))
+    acquired = sum(limiter.try_acquire("qbo-query", timeout=0.2) for _ in range(int(count)))
     limiter.close()
-    print(taken)
+    print(acquired)
     """
 )
 
@@ -43,10 +46,10 @@ def _take_here(limiter, count) -> int:
     return sum(limiter.try_acquire("qbo-query", timeout=WAIT) for _ in range(count))
 
 
-def test_a_second_process_gets_only_what_the_first_left(tmp_path):
+def test_second_process_gets_remainder(tmp_path):
     assert _take_in_other_process(tmp_path, "4620816365", 5, 4) == 4
 
-    limiter = realm_limiter(tmp_path, "4620816365", 5)
+    limiter = realm_limiter(tmp_path, "4620816365", per_minute=5)
     try:
         # An in-memory limit would allow 5 here; the shared one allows what is left.
         assert _take_here(limiter, 5) == 1
@@ -54,8 +57,8 @@ def test_a_second_process_gets_only_what_the_first_left(tmp_path):
         limiter.close()
 
 
-def test_requests_of_this_process_hold_back_a_later_process(tmp_path):
-    limiter = realm_limiter(tmp_path, "4620816365", 6)
+def test_later_process_finds_budget_spent(tmp_path):
+    limiter = realm_limiter(tmp_path, "4620816365", per_minute=6)
     try:
         assert _take_here(limiter, 6) == 6
     finally:
@@ -64,36 +67,36 @@ def test_requests_of_this_process_hold_back_a_later_process(tmp_path):
     assert _take_in_other_process(tmp_path, "4620816365", 6, 3) == 0
 
 
-def test_each_realm_has_its_own_budget(tmp_path):
+def test_realms_have_separate_budgets(tmp_path):
     assert _take_in_other_process(tmp_path, "111", 3, 3) == 3
 
-    limiter = realm_limiter(tmp_path, "222", 3)
+    limiter = realm_limiter(tmp_path, "222", per_minute=3)
     try:
         assert _take_here(limiter, 3) == 3
     finally:
         limiter.close()
 
 
-def test_each_process_keeps_to_its_own_lower_limit(tmp_path):
+def test_process_keeps_its_lower_limit(tmp_path):
     assert _take_in_other_process(tmp_path, "4620816365", 10, 2) == 2
 
-    limiter = realm_limiter(tmp_path, "4620816365", 3)
+    limiter = realm_limiter(tmp_path, "4620816365", per_minute=3)
     try:
         assert _take_here(limiter, 3) == 1
     finally:
         limiter.close()
 
 
-def test_limiter_file_lives_in_a_private_token_folder(tmp_path):
+def test_limiter_file_in_private_folder(tmp_path):
     folder = tmp_path / "tokens"
-    limiter = realm_limiter(folder, "4620816365", 5)
+    limiter = realm_limiter(folder, "4620816365", per_minute=5)
     limiter.close()
 
     assert limiter_path(folder, "4620816365").exists()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
 
-def test_client_requests_count_against_the_shared_limit(base_config, tmp_path):
+def test_client_requests_use_shared_limit(base_config, tmp_path):
     config = {
         **base_config,
         "token_store_path": str(tmp_path / "store"),
@@ -112,3 +115,32 @@ def test_client_requests_count_against_the_shared_limit(base_config, tmp_path):
     assert _take_in_other_process(
         tmp_path / "store", config["realm_id"], 3, 3
     ) == 1
+
+
+def test_per_second_limit_applies(tmp_path):
+    limiter = realm_limiter(tmp_path, "4620816365", per_minute=450, per_second=3)
+    try:
+        assert _take_here(limiter, 5) == 3
+        time.sleep(1.1)
+        # A new second starts with room for its 3 requests, because the minute allows 450.
+        assert _take_here(limiter, 3) == 3
+    finally:
+        limiter.close()
+
+
+@pytest.mark.parametrize(
+    ("per_minute", "per_second", "intervals"),
+    [
+        (450, 9, [1000, 60000]),
+        (450, None, [60000]),
+        (5, 9, [60000]),
+        (600, 10, [1000]),
+        (900, 10, [1000]),
+    ],
+)
+def test_rates_that_never_bind_dropped(tmp_path, per_minute, per_second, intervals):
+    limiter = realm_limiter(tmp_path, "1", per_minute=per_minute, per_second=per_second)
+    try:
+        assert [rate.interval for rate in limiter.buckets()[0].rates] == intervals
+    finally:
+        limiter.close()
