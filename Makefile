@@ -60,7 +60,7 @@ PACKAGE_FILES := pyproject.toml qbo-emulator/pyproject.toml tap-quickbooks-backf
 MELTANO_FILES := meltano.yml $(wildcard plugins/*/*.lock) tap-quickbooks-backfill/pyproject.toml
 
 .PHONY: help setup demo test pg-start pg-stop emulator-start emulator-stop db-init \
-	backfill counts validate clean setup-mage mage-lock bench bench-1m
+	backfill counts validate clean setup-mage mage-lock bench bench-1m catalog
 
 help:
 	@echo "make demo     set up, start Postgres and the emulator, backfill the demo company"
@@ -186,6 +186,14 @@ bench: setup pg-start
 	$(WITH_PG) $(BIN)/python -m bench --invoices $(BENCH_INVOICES) \
 		--customers $(BENCH_CUSTOMERS) --items $(BENCH_ITEMS) \
 		--limited-invoices $(BENCH_LIMITED_INVOICES) $(BENCH_ARGS)
+
+# The tap's discovery output, which meltano.yml gives the extractors as their catalog.
+# Run after changing a stream's schema; tests/test_e2e_catalog.py fails until then.
+catalog: $(SETUP_STAMP)
+	$(BIN)/tap-quickbooks-backfill --discover > extract/catalog.tmp
+	$(BIN)/python -m json.tool --sort-keys extract/catalog.tmp \
+		extract/tap-quickbooks-backfill.catalog.json
+	rm extract/catalog.tmp
 
 # One million invoices, to show that peak memory does not grow with volume (not in CI).
 bench-1m:

@@ -89,8 +89,12 @@ def machine_facts() -> dict[str, Any]:
 @click.option("--limited-tap-requests-per-minute", default=480, show_default=True,
               help="The tap's own request limit in the limited scenario; 4 % under "
                    "the emulator's, so arrival jitter does not cause HTTP 429.")
+@click.option("--limited-tap-requests-per-second", default=8, show_default=True,
+              help="The tap's own limit per second in the limited scenario (its default).")
 @click.option("--requests-per-minute", default=500, show_default=True,
               help="Requests per minute the emulator allows in the limited scenario.")
+@click.option("--requests-per-second", default=10, show_default=True,
+              help="Requests per second the emulator allows in the limited scenario.")
 @click.option("--max-in-flight", default=10, show_default=True,
               help="Requests in flight the emulator allows in the limited scenario.")
 @click.option("--latency-base-ms", default=500.0, show_default=True,
@@ -178,6 +182,7 @@ def _run_scenarios(
             page_size=1000,
             window_concurrency=options["window_concurrency"],
             max_requests_per_minute=450,
+            max_requests_per_second=8,
             max_concurrent_requests=10,
         ),
         work_dir=work_dir,
@@ -201,10 +206,12 @@ def _run_scenarios(
             page_size=options["limited_page_size"],
             window_concurrency=options["limited_window_concurrency"],
             max_requests_per_minute=options["limited_tap_requests_per_minute"],
+            max_requests_per_second=options["limited_tap_requests_per_second"],
             max_concurrent_requests=options["max_in_flight"],
         ),
         limits=EmulatorLimits(
             requests_per_minute=options["requests_per_minute"],
+            requests_per_second=options["requests_per_second"],
             max_concurrent=options["max_in_flight"],
             latency_base_ms=options["latency_base_ms"],
             latency_per_record_ms=options["latency_per_record_ms"],

@@ -118,7 +118,8 @@ def _limited_lines(limited: dict[str, Any]) -> str:
         f"{options['page_size']}, window_size {options['window_size']} "
         f"(customers and items {options['name_list_window_size']}), "
         f"window_concurrency {options['window_concurrency']}, "
-        f"max_requests_per_minute {options['max_requests_per_minute']})",
+        f"max_requests_per_minute {options['max_requests_per_minute']}, "
+        f"max_requests_per_second {options.get('max_requests_per_second', '-')})",
         f"  records {limited['records']}, pages needed {limited['pages_needed']}, "
         f"windows {limited['windows']}, requests sent {api['requests']}, "
         f"HTTP 429 answers {api['throttled']}",

@@ -59,6 +59,7 @@ class TapOptions:
     page_size: int
     window_concurrency: int
     max_requests_per_minute: int
+    max_requests_per_second: int
     max_concurrent_requests: int
     # Window size of Customer and Item, when it differs from ``window_size``.
     name_list_window_size: str | None = None
@@ -71,6 +72,7 @@ class TapOptions:
             f"{prefix}PAGE_SIZE": str(self.page_size),
             f"{prefix}WINDOW_CONCURRENCY": str(self.window_concurrency),
             f"{prefix}MAX_REQUESTS_PER_MINUTE": str(self.max_requests_per_minute),
+            f"{prefix}MAX_REQUESTS_PER_SECOND": str(self.max_requests_per_second),
             f"{prefix}MAX_CONCURRENT_REQUESTS": str(self.max_concurrent_requests),
         }
         if self.name_list_window_size:
@@ -87,6 +89,7 @@ class TapOptions:
             "page_size": self.page_size,
             "window_concurrency": self.window_concurrency,
             "max_requests_per_minute": self.max_requests_per_minute,
+            "max_requests_per_second": self.max_requests_per_second,
             "max_concurrent_requests": self.max_concurrent_requests,
         }
 

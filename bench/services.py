@@ -34,23 +34,26 @@ class EmulatorLimits:
 
     Attributes:
         requests_per_minute: API requests per realm in any 60 s; 0 is off.
+        requests_per_second: API requests per realm in any second; 0 is off.
         max_concurrent: API requests per realm in flight; 0 is off.
         latency_base_ms: Milliseconds added to every API answer.
         latency_per_record_ms: Milliseconds added per returned record.
     """
 
     requests_per_minute: int = 0
+    requests_per_second: int = 0
     max_concurrent: int = 0
     latency_base_ms: float = 0.0
     latency_per_record_ms: float = 0.0
 
     def describe(self) -> str:
         """Describe the limits in one line, for the printed table."""
-        if not (self.requests_per_minute or self.max_concurrent):
+        if not (self.requests_per_minute or self.requests_per_second or self.max_concurrent):
             limits = "no rate limit"
         else:
             limits = (
                 f"{self.requests_per_minute} requests/min, "
+                f"{self.requests_per_second} requests/s, "
                 f"{self.max_concurrent} in flight"
             )
         return (
@@ -125,6 +128,7 @@ def emulator_process(
         "--max-concurrent", str(limits.max_concurrent),
         "--latency-base-ms", str(limits.latency_base_ms),
         "--latency-per-record-ms", str(limits.latency_per_record_ms),
+        "--set", f"requests_per_second={limits.requests_per_second}",
         # A million-invoice company needs start positions past QBO's 100,000 only
         # inside one tied second; time-keyset pages never go that far.
         "--log-level", "WARNING",

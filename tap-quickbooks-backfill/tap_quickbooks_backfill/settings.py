@@ -36,7 +36,7 @@ DEFAULTS: dict[str, t.Any] = {
     "window_field": "LastUpdatedTime",
     "page_size": MAX_PAGE_SIZE,
     "max_requests_per_minute": 450,
-    "max_requests_per_second": 9,
+    "max_requests_per_second": 8,
     "max_concurrent_requests": MAX_CONCURRENT_REQUESTS,
     "window_concurrency": 1,
     "minor_version": 75,
@@ -83,7 +83,7 @@ class Settings:
     window_field: str = "LastUpdatedTime"
     page_size: int = MAX_PAGE_SIZE
     max_requests_per_minute: int = 450
-    max_requests_per_second: int = 9
+    max_requests_per_second: int = 8
     max_concurrent_requests: int = MAX_CONCURRENT_REQUESTS
     window_concurrency: int = 1
     minor_version: int = 75

@@ -73,7 +73,7 @@ def test_valid_config_fills_defaults(base_config):
     assert settings.window_field == "LastUpdatedTime"
     assert settings.page_size == 1000
     assert settings.max_requests_per_minute == 450
-    assert settings.max_requests_per_second == 9
+    assert settings.max_requests_per_second == 8
     assert settings.max_concurrent_requests == 10
 
 
