@@ -19,6 +19,7 @@ from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
 # Table of the request log inside the limiter file.
 _TABLE = "qbo_requests"
 SECONDS_PER_MINUTE = 60
+WAIT_SLACK_MS = 5
 
 
 def limiter_path(directory: str | os.PathLike[str], realm_id: str) -> Path:
@@ -66,7 +67,10 @@ def realm_limiter(
         create_new_table=True,
         use_file_lock=True,
     )
-    return Limiter(bucket)
+    # pyrate-limiter sleeps 50 ms past each computed wait by default, which cost about
+    # 6 % of an 8 per second budget in a 10-thread test. Every process here reads the
+    # same local clock, so 5 ms of slack is enough.
+    return Limiter(bucket, buffer_ms=WAIT_SLACK_MS)
 
 
 def _rates(per_minute: int, per_second: int | None) -> list[Rate]:
