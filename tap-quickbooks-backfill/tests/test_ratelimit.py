@@ -117,25 +117,33 @@ def test_client_requests_use_shared_limit(base_config, tmp_path):
     ) == 1
 
 
-def test_per_second_limit_applies(tmp_path):
-    limiter = realm_limiter(tmp_path, "4620816365", per_minute=450, per_second=3)
+def test_per_second_limit_spaces_requests(tmp_path):
+    limiter = realm_limiter(tmp_path, "4620816365", per_minute=450, per_second=4)
+    acquired_at = []
     try:
-        assert _take_here(limiter, 5) == 3
-        time.sleep(1.1)
-        # A new second starts with room for its 3 requests, because the minute allows 450.
-        assert _take_here(limiter, 3) == 3
+        for _ in range(9):
+            assert limiter.try_acquire("qbo-query", timeout=5)
+            acquired_at.append(time.monotonic())
     finally:
         limiter.close()
+
+    gaps = [later - earlier for earlier, later in zip(acquired_at, acquired_at[1:])]
+    # One request per 250 ms, less a little for the clocks' rounding to milliseconds.
+    assert min(gaps) >= 0.245
+    for start in acquired_at:
+        assert sum(1 for moment in acquired_at if start <= moment < start + 1) <= 4
 
 
 @pytest.mark.parametrize(
     ("per_minute", "per_second", "intervals"),
     [
-        (450, 9, [1000, 60000]),
+        (450, 8, [125, 60000]),
+        (450, 9, [111, 60000]),
         (450, None, [60000]),
         (5, 9, [60000]),
-        (600, 10, [1000]),
-        (900, 10, [1000]),
+        (480, 8, [125]),
+        (600, 10, [100]),
+        (900, 10, [100]),
     ],
 )
 def test_rates_that_never_bind_dropped(tmp_path, per_minute, per_second, intervals):
