@@ -14,6 +14,12 @@ MELTANO := $(BIN)/meltano
 RUN_DIR := $(CURDIR)/.run
 
 export MELTANO_PROJECT_ROOT := $(CURDIR)
+# Compile every installed package to bytecode at install time, Meltano's plugin
+# environments included (its uv backend reads this too). Where
+# PYTHONDONTWRITEBYTECODE is set, Python never caches what it compiles, and each
+# tap, target and Meltano start would compile its imports again: about 1 s of CPU
+# for the tap alone.
+export UV_COMPILE_BYTECODE := 1
 export MELTANO_SEND_ANONYMOUS_USAGE_STATS := false
 export EMBEDDED_PG_PORT ?= 55432
 export QBO_EMULATOR_PORT ?= 8765
@@ -57,6 +63,9 @@ WITH_PG := eval "$$($(QBO) pg env)";
 SETUP_STAMP := $(VENV)/.qbo-setup.stamp
 MELTANO_STAMP := $(CURDIR)/.meltano/.qbo-install.stamp
 PACKAGE_FILES := pyproject.toml qbo-emulator/pyproject.toml tap-quickbooks-backfill/pyproject.toml
+# Editable installs run from these folders, so uv does not compile them.
+EDITABLE_SOURCES := qbo_backfill bench tap-quickbooks-backfill/tap_quickbooks_backfill \
+	qbo-emulator/src
 MELTANO_FILES := meltano.yml $(wildcard plugins/*/*.lock) tap-quickbooks-backfill/pyproject.toml
 
 .PHONY: help setup demo test pg-start pg-stop emulator-start emulator-stop db-init \
@@ -103,6 +112,7 @@ $(BIN)/python:
 $(SETUP_STAMP): $(BIN)/python $(PACKAGE_FILES)
 	uv pip install --quiet --python $(BIN)/python \
 		-e '.[test]' -e './qbo-emulator[test]' -e './tap-quickbooks-backfill[test]'
+	$(BIN)/python -m compileall -q $(EDITABLE_SOURCES)
 	touch $@
 
 $(MELTANO_STAMP): $(SETUP_STAMP) $(MELTANO_FILES)

@@ -82,16 +82,21 @@ def machine_facts() -> dict[str, Any]:
               help="Invoice window size of the limited scenario: each window costs a "
                    "COUNT(*) query and half a page on average, and 25 windows still keep "
                    "10 in flight until near the end.")
-@click.option("--limited-name-list-window-size", default="365d", show_default=True,
+@click.option("--limited-name-list-window-size", default="90d", show_default=True,
               help="Customer and Item window size of the limited scenario: each window "
                    "costs a COUNT(*) query, and these entities are small.")
+@click.option("--limited-together/--limited-one-after-another", default=True,
+              show_default=True,
+              help="Run the limited scenario's three extractors at once, sharing the "
+                   "company's limits, or one after another in one meltano run.")
 @click.option("--limited-window-concurrency", default=10, show_default=True,
               help="Windows fetched at once in the limited scenario.")
-@click.option("--limited-tap-requests-per-minute", default=480, show_default=True,
+@click.option("--limited-tap-requests-per-minute", default=490, show_default=True,
               help="The tap's own request limit per minute in the limited scenario, "
-                   "4 % under the emulator's.")
-@click.option("--limited-tap-requests-per-second", default=8, show_default=True,
-              help="The tap's own limit per second in the limited scenario (its default).")
+                   "2 % under the emulator's.")
+@click.option("--limited-tap-requests-per-second", default=9, show_default=True,
+              help="The tap's own limit per second in the limited scenario: one "
+                   "request per 111 ms, under the emulator's 10 per second.")
 @click.option("--requests-per-minute", default=500, show_default=True,
               help="Requests per minute the emulator allows in the limited scenario.")
 @click.option("--requests-per-second", default=10, show_default=True,
@@ -219,5 +224,6 @@ def _run_scenarios(
         ),
         work_dir=work_dir,
         entities=options["entities"],
+        together=options["limited_together"],
     )
     result["scenarios"]["limited"] = limited.run()

@@ -82,14 +82,19 @@ class MeltanoRunner:
         delete each other's files. The private folder links to the installed plugin
         environments of ``.meltano`` and keeps its own ``run`` folder.
         """
-        system_dir = self.work_dir / "meltano-system"
+        system_dir = self.system_dir("meltano-system")
+        self.environment.setdefault("MELTANO_SYS_DIR_ROOT", str(system_dir))
+
+    def system_dir(self, name: str) -> Path:
+        """Create a Meltano system folder in the work folder that links the plugins."""
+        system_dir = self.work_dir / name
         system_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("extractors", "loaders", "utilities", "transformers"):
-            installed = PROJECT_ROOT / ".meltano" / name
-            link = system_dir / name
+        for plugin_type in ("extractors", "loaders", "utilities", "transformers"):
+            installed = PROJECT_ROOT / ".meltano" / plugin_type
+            link = system_dir / plugin_type
             if installed.exists() and not link.exists():
                 link.symlink_to(installed, target_is_directory=True)
-        self.environment.setdefault("MELTANO_SYS_DIR_ROOT", str(system_dir))
+        return system_dir
 
     def command_environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Return the full environment of one command, with a fresh Meltano state."""
@@ -145,6 +150,56 @@ class MeltanoRunner:
                 if stdout_path:
                     stdout.close()
 
+    def run_together(self, commands: Sequence[ParallelCommand]) -> TimedRun:
+        """Run several ``meltano`` commands at once and wait for all of them.
+
+        Each command gets a Meltano system folder of its own, because runs that share
+        one delete each other's generated config of the loader they share.
+
+        Args:
+            commands: The commands, each with its label and extra variables.
+
+        Returns:
+            Wall time from the first start to the last exit, and resource use summed
+            per role (peak memory is the largest of any one process).
+
+        Raises:
+            CommandFailedError: If any command exits with an error.
+        """
+        started = time.time()
+        began = time.perf_counter()
+        running = []
+        for command in commands:
+            log_path = self.work_dir / f"{command.label}.log"
+            env = {
+                **self.command_environment(command.env),
+                "MELTANO_SYS_DIR_ROOT": str(self.system_dir(f"meltano-system-{command.label}")),
+            }
+            log = log_path.open("wb")
+            process = subprocess.Popen(  # noqa: S603 - fixed command
+                [str(MELTANO), *command.args], cwd=PROJECT_ROOT, env=env,
+                stdout=log, stderr=log,
+            )
+            running.append((process, TreeMonitor(process.pid).start(), log, log_path))
+
+        failures = []
+        monitors = []
+        for process, monitor, log, log_path in running:
+            returncode = process.wait()
+            monitor.stop()
+            log.close()
+            monitors.append(monitor)
+            if returncode != 0:
+                tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+                failures.append(f"meltano exited with {returncode}; end of {log_path}:\n{tail}")
+        wall = time.perf_counter() - began
+        if failures:
+            raise CommandFailedError("\n".join(failures))
+        return TimedRun(
+            wall_seconds=wall, roles=merge_usage(monitors), started=started,
+            finished=time.time(),
+        )
+
     def dump_target_config(self, path: Path) -> dict[str, Any]:
         """Write target-postgres's resolved config to ``path`` (mode 0600) and return it.
 
@@ -169,6 +224,40 @@ class MeltanoRunner:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(config, handle)
         return config
+
+
+@dataclass(frozen=True)
+class ParallelCommand:
+    """One command of :meth:`MeltanoRunner.run_together`.
+
+    Attributes:
+        args: Arguments after ``meltano``.
+        label: Name of its log file and system folder.
+        env: Variables added for this command.
+    """
+
+    args: list[str]
+    label: str
+    env: dict[str, str]
+
+
+def merge_usage(monitors: Sequence[TreeMonitor]) -> dict[str, RoleUsage]:
+    """Combine the per-role usage of several process trees."""
+    merged: dict[str, RoleUsage] = {}
+    for monitor in monitors:
+        for role, usage in monitor.usage().items():
+            seen = merged.get(role)
+            if seen is None:
+                merged[role] = usage
+                continue
+            merged[role] = RoleUsage(
+                processes=seen.processes + usage.processes,
+                peak_rss_bytes=max(seen.peak_rss_bytes, usage.peak_rss_bytes),
+                cpu_seconds=seen.cpu_seconds + usage.cpu_seconds,
+                first_start=min(seen.first_start, usage.first_start),
+                last_end=max(seen.last_end, usage.last_end),
+            )
+    return merged
 
 
 def run_target_alone(

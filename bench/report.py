@@ -120,6 +120,7 @@ def _limited_lines(limited: dict[str, Any]) -> str:
         f"window_concurrency {options['window_concurrency']}, "
         f"max_requests_per_minute {options['max_requests_per_minute']}, "
         f"max_requests_per_second {options.get('max_requests_per_second', '-')})",
+        f"  extractors {_together(limited)}",
         f"  records {limited['records']}, pages needed {limited['pages_needed']}, "
         f"windows {limited['windows']}, requests sent {api['requests']}, "
         f"HTTP 429 answers {api['throttled']}",
@@ -130,6 +131,15 @@ def _limited_lines(limited: dict[str, Any]) -> str:
         f"{_mib(limited['usage'], 'target')} MiB",
         *_timeline_lines(limited.get("timeline") or {}),
     ])
+
+
+def _together(limited: dict[str, Any]) -> str:
+    if not limited.get("entities_together"):
+        return "one after another in one meltano run"
+    shares = ", ".join(
+        f"{entity} {share}" for entity, share in limited.get("in_flight_shares", {}).items()
+    )
+    return f"run at once, requests in flight per extractor: {shares}"
 
 
 def _timeline_lines(timeline: dict[str, Any]) -> list[str]:

@@ -46,7 +46,7 @@ def test_bench_writes_result_file(
     output_dir = tmp_path / "results"
     command = [
         sys.executable, "-m", "bench",
-        "--entities", "invoices",
+        "--entities", "invoices,items",
         "--invoices", str(INVOICES), "--customers", "10", "--items", "5",
         "--limited-invoices", str(INVOICES), "--limited-customers", "10",
         "--limited-items", "5", "--limited-page-size", "20",
@@ -66,7 +66,7 @@ def test_bench_writes_result_file(
 
     local = result["scenarios"]["local"]
     invoices = local["entities"]["invoices"]
-    assert list(local["entities"]) == ["invoices"]
+    assert list(local["entities"]) == ["invoices", "items"]
     assert invoices["records"] == INVOICES
     assert invoices["api"]["rows"] == INVOICES
     assert invoices["api"]["requests"] >= 2
@@ -80,11 +80,15 @@ def test_bench_writes_result_file(
     assert local["total"]["ratio_to_ceiling"] > 0
 
     limited = result["scenarios"]["limited"]
-    assert limited["records"] == INVOICES
-    assert limited["pages_needed"] == INVOICES // 20
+    assert limited["records"] == INVOICES + 5
+    assert limited["pages_needed"] == INVOICES // 20 + 1
     assert limited["bound_seconds"] == pytest.approx(60 * limited["pages_needed"] / 500)
     assert limited["api"]["throttled"] == 0
-    assert "500 requests/min, 10 in flight" in limited["emulator"]
+    assert "500 requests/min, 10 requests/s, 10 in flight" in limited["emulator"]
+    # The two extractors ran at once and split QBO's 10 requests in flight.
+    assert limited["entities_together"] is True
+    assert limited["in_flight_shares"] == {"items": 1, "invoices": 9}
+    assert limited["usage"]["tap"]["processes"] == 2
 
     names = [check["name"] for check in result["targets"]]
     assert "limited: wall time / rate-limit bound" in names
