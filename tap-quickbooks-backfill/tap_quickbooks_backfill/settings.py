@@ -28,6 +28,8 @@ CREDENTIAL_SETTINGS = ("client_id", "client_secret", "refresh_token", "realm_id"
 
 MAX_PAGE_SIZE = 1000
 MAX_CONCURRENT_REQUESTS = 10
+# Largest increment that nice(2) accepts on Linux: 19 is the lowest CPU priority.
+MAX_NICENESS = 19
 QBO_REQUESTS_PER_MINUTE = 500
 
 DEFAULTS: dict[str, t.Any] = {
@@ -47,6 +49,7 @@ DEFAULTS: dict[str, t.Any] = {
     "token_store_path": ".secrets/qbo-tokens",
     "max_retries": 8,
     "throttle_wait_seconds": 60,
+    "cpu_niceness": 0,
 }
 
 _WINDOW_SIZE_PATTERN = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
@@ -92,6 +95,7 @@ class Settings:
     token_store_path: str = ".secrets/qbo-tokens"  # noqa: S105 - a folder, not a secret
     max_retries: int = 8
     throttle_wait_seconds: float = 60.0
+    cpu_niceness: int = 0
 
     def __repr__(self) -> str:
         """Show the non-secret settings only, so a logged object leaks nothing."""
@@ -352,6 +356,7 @@ def parse_settings(
         throttle_wait_seconds=_seconds(
             config, "throttle_wait_seconds", errors, allow_zero=True
         ),
+        cpu_niceness=_integer_in_range(config, "cpu_niceness", 0, MAX_NICENESS, errors),
     )
 
     if errors:

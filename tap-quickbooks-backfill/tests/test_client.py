@@ -343,7 +343,9 @@ def test_requests_in_flight_never_exceed_the_cap(base_config):
                 in_flight -= 1
             return count_answer(1)
 
-    client = make_client({**base_config, "max_concurrent_requests": 3}, SlowSession())
+    # Without a limit per second, so that only the cap keeps requests apart.
+    config = {**base_config, "max_concurrent_requests": 3, "max_requests_per_second": 1000}
+    client = make_client(config, SlowSession())
     threads = [
         threading.Thread(target=client.count_query, args=("SELECT COUNT(*) FROM Item",))
         for _ in range(12)

@@ -43,6 +43,8 @@ def errors_for(config) -> list[str]:
         ({"window_concurrency": 0}, "window_concurrency 0 is out of range"),
         ({"request_timeout": 0}, "request_timeout 0 is out of range"),
         ({"api_base_url": "ftp://example"}, "api_base_url 'ftp://example' is not an http"),
+        ({"cpu_niceness": 20}, "cpu_niceness 20 is out of range: it must be between 0 and 19"),
+        ({"cpu_niceness": -5}, "cpu_niceness -5 is out of range"),
     ],
 )
 def test_invalid_setting_is_named(base_config, override, expected):
