@@ -163,7 +163,7 @@ def timeline_figures(log: list[dict[str, Any]], run: TimedRun) -> dict[str, Any]
         run: The timed command.
 
     Returns:
-        Seconds from the command's start to the first request and from the last answer
+        Seconds from the command's start to the first request and from the last response
         to the command's end, the seconds in between, the requests per minute over
         them, and the most requests that started in any 60 seconds.
     """

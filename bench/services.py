@@ -136,7 +136,7 @@ def emulator_process(
         "--log-level", "WARNING",
     ]
     log = log_path.open("w", encoding="utf-8")
-    # Real QBO builds its answers on Intuit's machines. The emulator builds them here,
+    # Real QBO builds its responses on Intuit's machines. The emulator builds them here,
     # so it runs at the lowest CPU priority and takes only what the tap, Meltano, the
     # target and Postgres leave on this machine's cores.
     process = subprocess.Popen(  # noqa: S603 - fixed command

@@ -1,10 +1,10 @@
 """The request limits per minute and per second, shared by every process of one company.
 
 QBO counts requests per realm, not per process. Three extractors started one after
-another, or three Mage pipelines started at once, each with a limit of its own, would
-together send more than QBO allows: the second run starts with a full minute of budget
-while QBO still counts the first run's last minute, and the 429 that follows costs a
-minute's wait. The limiter therefore keeps its request log in a SQLite file beside the
+another, or three Mage pipelines started at once, would together send more than QBO
+allows if each had a limit of its own. A second run would start with a full minute of
+budget while QBO still counts the first run's last minute, and the 429 that follows
+costs a minute's wait. The limiter therefore keeps its request log in a SQLite file beside the
 token store, locked with a file lock, so every tap process on this machine that serves
 one realm draws on the same budget.
 """
@@ -24,7 +24,7 @@ WAIT_SLACK_MS = 1
 
 
 def limiter_path(directory: str | os.PathLike[str], realm_id: str) -> Path:
-    """Return the file that holds one realm's request log.
+    """Return the path of the file that contains one realm's request log.
 
     Args:
         directory: The token store folder.
@@ -80,7 +80,7 @@ def _rates(per_minute: int, per_second: int | None) -> list[Rate]:
     The limit per second is kept as an even spacing of one request per
     ``1/per_second`` seconds. A burst of ``per_second`` requests at the start of each
     second would also keep the limit at the client, but a few milliseconds of delay
-    on the way lets the server count two bursts in one second and answer HTTP 429.
+    on the way lets the server count two bursts in one second and respond with HTTP 429.
     A spacing that allows at least the minute's budget never binds, nor does a limit
     per minute that the spacing cannot reach.
     """
