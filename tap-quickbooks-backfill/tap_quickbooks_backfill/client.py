@@ -264,13 +264,7 @@ class QBOClient:
         try:
             return retrying(self._send_query, text, stats)
         except RetryableError as exc:
-            msg = (
-                f"QBO query failed after {self.settings.max_retries + 1} attempts or "
-                f"{MAX_MALFORMED_ATTEMPTS} malformed responses; last error: "
-                f"{self._describe(exc)}. Query: {text}. Re-run the same command to "
-                "resume from the last completed window"
-            )
-            raise RetriesExhaustedError(self._redact(msg)) from None
+            raise RetriesExhaustedError(self._redact(self._exhausted_message(exc, text))) from None
 
     def count(
         self,
@@ -429,6 +423,23 @@ class QBOClient:
         return body
 
     # Retry policy
+
+    def _exhausted_message(self, exc: RetryableError, text: str) -> str:
+        if exc.malformed:
+            attempts = f"{MAX_MALFORMED_ATTEMPTS} malformed responses"
+        else:
+            attempts = f"{self.settings.max_retries + 1} attempts"
+        hint = ""
+        if exc.throttled:
+            hint = (
+                " QBO kept rejecting requests with HTTP 429: another program may be using "
+                "the company's limit, or lower max_requests_per_minute."
+            )
+        return (
+            f"QBO query failed after {attempts}; last error: {self._describe(exc)}. "
+            f"Query: {text}.{hint} Re-run the same command to resume from the last "
+            "completed window"
+        )
 
     def _should_stop(self, state: tenacity.RetryCallState) -> bool:
         if state.attempt_number > self.settings.max_retries:

@@ -115,20 +115,34 @@ def test_retries_are_bounded(base_config):
     session = ScriptedSession(queries=[response(503, text="down")] * 3)
     client = make_client({**base_config, "max_retries": 2}, session)
 
-    with pytest.raises(RetriesExhaustedError, match="HTTP 503"):
+    with pytest.raises(RetriesExhaustedError, match="HTTP 503") as raised:
         client.query("SELECT * FROM Invoice")
 
     assert len(session.sent_queries) == 3
+    assert "failed after 3 attempts" in str(raised.value)
+    assert "malformed" not in str(raised.value)
 
 
 def test_malformed_json_is_retried_then_fails_clearly(base_config):
     session = ScriptedSession(queries=[response(200, text="{not json")] * 3)
     client = make_client(base_config, session)
 
-    with pytest.raises(RetriesExhaustedError, match="not a JSON object"):
+    with pytest.raises(RetriesExhaustedError, match="not a JSON object") as raised:
         client.query("SELECT * FROM Invoice")
 
     assert len(session.sent_queries) == 3
+    assert "failed after 3 malformed responses" in str(raised.value)
+
+
+def test_endless_throttling_names_the_limit(base_config):
+    session = ScriptedSession(queries=[response(429, text=THROTTLE_XML)] * 2)
+    client = make_client({**base_config, "max_retries": 1}, session)
+
+    with pytest.raises(RetriesExhaustedError, match="failed after 2 attempts") as raised:
+        client.query("SELECT * FROM Invoice")
+
+    assert "HTTP 429" in str(raised.value)
+    assert "lower max_requests_per_minute" in str(raised.value)
 
 
 def test_malformed_answer_then_good_page(base_config):
