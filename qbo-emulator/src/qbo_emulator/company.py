@@ -11,10 +11,12 @@ from __future__ import annotations
 import copy
 import importlib.resources
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from qbo_emulator.generate import RecordGenerator
 from qbo_emulator.timeutil import CompanyClock
@@ -173,6 +175,12 @@ class Company:
         self.clock = clock
         self.tables: dict[str, EntityTable] = {}
         self.generator: RecordGenerator
+        # JSON of records already served, most recently used last, up to
+        # encoded_cache_limit bytes (0 keeps none). Any change empties it, because an
+        # invoice also carries its customer's and items' names.
+        self.encoded_cache_limit = 0
+        self._encoded: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._encoded_bytes = 0
         self._build()
 
     # ----------------------------------------------------------------- build
@@ -332,6 +340,43 @@ class Company:
         built = dict(zip(generated, self.generator.build_many(entity, generated), strict=True))
         return [overrides[row] if row in overrides else built[row] for row in rows]
 
+    def encoded_records(self, entity: str, rows: list[int]) -> list[orjson.Fragment]:
+        """Return the JSON of rows in order, each as a fragment for ``orjson.dumps``.
+
+        The bytes are what ``orjson.dumps`` gives for :meth:`records`, so a page built
+        from them is byte for byte the page built from the records themselves.
+        """
+        cache = self._encoded
+        missing = [row for row in rows if (entity, row) not in cache]
+        fresh = {
+            row: orjson.dumps(record)
+            for row, record in zip(missing, self.records(entity, missing), strict=True)
+        }
+        fragments = []
+        for row in rows:
+            encoded = fresh.get(row)
+            if encoded is None:
+                encoded = cache[(entity, row)]
+                cache.move_to_end((entity, row))
+            else:
+                self._remember(entity, row, encoded)
+            fragments.append(orjson.Fragment(encoded))
+        return fragments
+
+    def _remember(self, entity: str, row: int, encoded: bytes) -> None:
+        if len(encoded) > self.encoded_cache_limit:
+            return
+        self._encoded[(entity, row)] = encoded
+        self._encoded_bytes += len(encoded)
+        while self._encoded_bytes > self.encoded_cache_limit:
+            _, dropped = self._encoded.popitem(last=False)
+            self._encoded_bytes -= len(dropped)
+
+    def forget_encoded(self) -> None:
+        """Empty the cache of served JSON after any record changed."""
+        self._encoded.clear()
+        self._encoded_bytes = 0
+
     def ref_name(self, entity: str, row: int) -> str:
         """Return the display name a reference to this row carries."""
         table = self.tables[entity]
@@ -356,6 +401,7 @@ class Company:
             table.active[row] = bool(record.get("Active", True))
         table.invalidate()
         self.generator.clear_cache()
+        self.forget_encoded()
 
     def create(self, entity: str, fields: dict[str, Any],
                created_at: float | None = None) -> dict[str, Any]:
@@ -435,6 +481,7 @@ class Company:
         table.updated[row] = moment
         table.overrides.pop(row, None)
         table.invalidate()
+        self.forget_encoded()
         return self.deleted_shape(entity, row)
 
     def deleted_shape(self, entity: str, row: int) -> dict[str, Any]:

@@ -52,6 +52,8 @@ class Settings:
         cdc_max_objects: objects in one CDC answer across all entities.
         fault_seed: seed of the random choice of ``fraction`` faults.
         request_log_limit: request log entries kept (oldest dropped first).
+        encoded_cache_mib: MiB of served records kept as JSON, so that a record read
+            again is not built and encoded again; 0 keeps none.
     """
 
     realm_id: str = DEFAULT_REALM_ID
@@ -72,6 +74,7 @@ class Settings:
     cdc_max_objects: int = 1000
     fault_seed: int = 0
     request_log_limit: int = 200_000
+    encoded_cache_mib: int = 256
 
     def validate(self) -> None:
         """Check values that would otherwise fail later.
@@ -84,7 +87,8 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
         for name in ("requests_per_minute", "requests_per_second", "max_concurrent",
-                     "batch_requests_per_minute", "max_start_position"):
+                     "batch_requests_per_minute", "max_start_position",
+                     "encoded_cache_mib"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (off) or positive")
 
