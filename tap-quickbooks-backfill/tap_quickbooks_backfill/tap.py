@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sys
 import typing as t
 import uuid
 from functools import cached_property
@@ -13,6 +14,7 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 
 from tap_quickbooks_backfill.client import QBOClient
+from tap_quickbooks_backfill.errors import QBOError
 from tap_quickbooks_backfill.settings import (
     DEFAULTS,
     INTUIT_TOKEN_URL,
@@ -246,6 +248,18 @@ class TapQuickBooksBackfill(Tap):
     # msgspec serializes the large QBO payloads several times faster than the
     # default simplejson writer; blocks spare a flush per record.
     message_writer_class = BlockMsgSpecWriter
+
+    @classmethod
+    @override
+    def invoke(cls, **kwargs: t.Any) -> None:  # type: ignore[override]
+        try:
+            super().invoke(**kwargs)
+        except QBOError as exc:
+            # Each of these messages says what failed and what to do next. The
+            # traceback that singer-sdk would log below it points into the tap's own
+            # code and helps nobody fix a token, a realm or a query.
+            cls.logger.error("%s", exc)  # noqa: TRY400
+            sys.exit(1)
 
     @override
     def sync_all(self) -> None:
