@@ -155,6 +155,17 @@ def api_figures(log: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def requests_by_entity(log: list[dict[str, Any]], entities: list[str]) -> dict[str, int]:
+    """Count the query requests of each entity, from the query text in the log."""
+    counts = dict.fromkeys(entities, 0)
+    for entry in log:
+        words = str(entry.get("query") or "").split()
+        for entity in entities:
+            if ENTITIES[entity][0] in words:
+                counts[entity] += 1
+    return counts
+
+
 def timeline_figures(log: list[dict[str, Any]], run: TimedRun) -> dict[str, Any]:
     """Place a run's requests on its wall time.
 
@@ -485,6 +496,7 @@ class LimitedScenario:
                 _check_loaded(self.database, entity, self.company.size(entity), "limited run")
             log = control.requests(endpoint="query")
             api = api_figures(log)
+            api["requests_by_entity"] = requests_by_entity(log, order)
             timeline = timeline_figures(log, run)
             windows = sum(
                 self.database.window_totals(ENTITIES[entity][0])["windows"]

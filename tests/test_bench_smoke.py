@@ -85,10 +85,14 @@ def test_bench_writes_result_file(
     assert limited["bound_seconds"] == pytest.approx(60 * limited["pages_needed"] / 500)
     assert limited["api"]["throttled"] == 0
     assert "500 requests/min, 10 requests/s, 10 in flight" in limited["emulator"]
-    # The two extractors ran at once and split QBO's 10 requests in flight.
+    # The two extractors ran at once and split QBO's 10 requests in flight. The
+    # benchmark fails unless both raw tables end with all their rows. The process
+    # monitor samples every 0.1 s and can miss the item tap's short life.
     assert limited["entities_together"] is True
     assert limited["in_flight_shares"] == {"items": 1, "invoices": 9}
-    assert limited["usage"]["tap"]["processes"] == 2
+    assert limited["api"]["requests_by_entity"]["items"] >= 1
+    assert limited["api"]["requests_by_entity"]["invoices"] >= INVOICES // 20
+    assert limited["usage"]["tap"]["processes"] >= 1
 
     names = [check["name"] for check in result["targets"]]
     assert "limited: wall time / rate-limit bound" in names
