@@ -66,6 +66,8 @@ class TapOptions:
     max_requests_per_minute: int
     max_requests_per_second: int
     max_concurrent_requests: int
+    # nice(1) increment of the tap (``cpu_niceness``).
+    cpu_niceness: int = 0
     # Window size of Customer and Item, when it differs from ``window_size``.
     name_list_window_size: str | None = None
 
@@ -79,6 +81,7 @@ class TapOptions:
             f"{prefix}MAX_REQUESTS_PER_MINUTE": str(self.max_requests_per_minute),
             f"{prefix}MAX_REQUESTS_PER_SECOND": str(self.max_requests_per_second),
             f"{prefix}MAX_CONCURRENT_REQUESTS": str(self.max_concurrent_requests),
+            f"{prefix}CPU_NICENESS": str(self.cpu_niceness),
         }
         if self.name_list_window_size:
             for entity in ("customers", "items"):
@@ -96,6 +99,7 @@ class TapOptions:
             "max_requests_per_minute": self.max_requests_per_minute,
             "max_requests_per_second": self.max_requests_per_second,
             "max_concurrent_requests": self.max_concurrent_requests,
+            "cpu_niceness": self.cpu_niceness,
         }
 
 
