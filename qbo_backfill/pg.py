@@ -115,6 +115,24 @@ class EmbeddedPostgres:
             return pid
         return pid
 
+    def _check_running_port(self, alternative: str) -> None:
+        """Raise when this data directory's server listens on a port other than ours.
+
+        Args:
+            alternative: What the user can do instead of setting the port, ending the
+                message.
+
+        Raises:
+            EmbeddedPostgresError: When the running server's port differs.
+        """
+        running_port = self.running_port()
+        if running_port is not None and running_port != self.port:
+            raise EmbeddedPostgresError(
+                f"the embedded PostgreSQL of {self.data_dir} runs on port {running_port}, "
+                f"not EMBEDDED_PG_PORT={self.port}: set EMBEDDED_PG_PORT={running_port} "
+                f"{alternative}"
+            )
+
     def running_port(self) -> int | None:
         """Return the port that the running server of this data directory listens on."""
         if self.running_pid() is None:
@@ -134,13 +152,7 @@ class EmbeddedPostgres:
         """
         pid = self.running_pid()
         if pid is not None:
-            port = self.running_port()
-            if port is not None and port != self.port:
-                raise EmbeddedPostgresError(
-                    f"the embedded PostgreSQL of {self.data_dir} already runs on port "
-                    f"{port}, not EMBEDDED_PG_PORT={self.port}: set EMBEDDED_PG_PORT={port} "
-                    "or stop it with `qbo-backfill pg stop`"
-                )
+            self._check_running_port("or stop it with `qbo-backfill pg stop`")
             logger.info("embedded PostgreSQL already running (pid %s)", pid)
             self._write_state(pid)
             return
@@ -307,13 +319,7 @@ class EmbeddedPostgres:
             EmbeddedPostgresError: When the server of this data directory runs on
                 another port, so the variables would point at a different server.
         """
-        running_port = self.running_port()
-        if running_port is not None and running_port != self.port:
-            raise EmbeddedPostgresError(
-                f"the embedded PostgreSQL of {self.data_dir} runs on port {running_port}, "
-                f"not EMBEDDED_PG_PORT={self.port}: set EMBEDDED_PG_PORT={running_port} "
-                "or unset it"
-            )
+        self._check_running_port("or unset it")
 
         password = self.password()
         return {

@@ -79,8 +79,8 @@ def _rates(per_minute: int, per_second: int | None) -> list[Rate]:
 
     The limit per second is kept as an even spacing of one request per
     ``1/per_second`` seconds. A burst of ``per_second`` requests at the start of each
-    second would also keep the limit at the client, but a few milliseconds of delay
-    on the way lets the server count two bursts in one second and respond with HTTP 429.
+    second would also keep the limit at the client. But a few milliseconds of delay
+    on the way can put two bursts into one server second, which QBO rejects with 429.
     A spacing that allows at least the minute's budget never binds, nor does a limit
     per minute that the spacing cannot reach.
     """

@@ -255,9 +255,9 @@ class TapQuickBooksBackfill(Tap):
         try:
             super().invoke(**kwargs)
         except QBOError as exc:
-            # Each of these messages says what failed and what to do next. The
+            # Each of these messages states what failed and what to do next. The
             # traceback that singer-sdk would log below it points into the tap's own
-            # code and helps nobody fix a token, a realm or a query.
+            # code and does not help anyone fix a token, a realm or a query.
             cls.logger.error("%s", exc)  # noqa: TRY400
             sys.exit(1)
 

@@ -129,8 +129,8 @@ def test_windows_fetched_ahead_spill_to_spool(tmp_path, monkeypatch):
 
 
 def test_default_rate_per_second_stays_within_qbo_limit(tmp_path):
-    # QBO allows 10 requests per second per company; the emulator enforces that here,
-    # and fast answers would let 10 windows in flight send several times more.
+    # QBO allows 10 requests per second per company, and the emulator enforces that
+    # here. With fast responses, 10 windows in flight could send several times more.
     with run_emulator(
         invoices=600, customers=5, items=5, requests_per_second=10, latency_base_ms=1
     ) as emu:

@@ -49,20 +49,14 @@ def _take_here(limiter, count) -> int:
 def test_second_process_gets_remainder(tmp_path):
     assert _take_in_other_process(tmp_path, "4620816365", 5, 4) == 4
 
-    limiter = realm_limiter(tmp_path, "4620816365", per_minute=5)
-    try:
+    with realm_limiter(tmp_path, "4620816365", per_minute=5) as limiter:
         # An in-memory limit would allow 5 here; the shared one allows what is left.
         assert _take_here(limiter, 5) == 1
-    finally:
-        limiter.close()
 
 
 def test_later_process_finds_budget_spent(tmp_path):
-    limiter = realm_limiter(tmp_path, "4620816365", per_minute=6)
-    try:
+    with realm_limiter(tmp_path, "4620816365", per_minute=6) as limiter:
         assert _take_here(limiter, 6) == 6
-    finally:
-        limiter.close()
 
     assert _take_in_other_process(tmp_path, "4620816365", 6, 3) == 0
 
@@ -70,21 +64,15 @@ def test_later_process_finds_budget_spent(tmp_path):
 def test_realms_have_separate_budgets(tmp_path):
     assert _take_in_other_process(tmp_path, "111", 3, 3) == 3
 
-    limiter = realm_limiter(tmp_path, "222", per_minute=3)
-    try:
+    with realm_limiter(tmp_path, "222", per_minute=3) as limiter:
         assert _take_here(limiter, 3) == 3
-    finally:
-        limiter.close()
 
 
 def test_process_keeps_its_lower_limit(tmp_path):
     assert _take_in_other_process(tmp_path, "4620816365", 10, 2) == 2
 
-    limiter = realm_limiter(tmp_path, "4620816365", per_minute=3)
-    try:
+    with realm_limiter(tmp_path, "4620816365", per_minute=3) as limiter:
         assert _take_here(limiter, 3) == 1
-    finally:
-        limiter.close()
 
 
 def test_limiter_file_in_private_folder(tmp_path):
@@ -118,14 +106,11 @@ def test_client_requests_use_shared_limit(base_config, tmp_path):
 
 
 def test_per_second_limit_spaces_requests(tmp_path):
-    limiter = realm_limiter(tmp_path, "4620816365", per_minute=450, per_second=4)
     acquired_at = []
-    try:
+    with realm_limiter(tmp_path, "4620816365", per_minute=450, per_second=4) as limiter:
         for _ in range(9):
             assert limiter.try_acquire("qbo-query", timeout=5)
             acquired_at.append(time.monotonic())
-    finally:
-        limiter.close()
 
     gaps = [later - earlier for earlier, later in zip(acquired_at, acquired_at[1:])]
     # One request per 250 ms, less a little for the clocks' rounding to milliseconds.
@@ -147,8 +132,5 @@ def test_per_second_limit_spaces_requests(tmp_path):
     ],
 )
 def test_rates_that_never_bind_dropped(tmp_path, per_minute, per_second, intervals):
-    limiter = realm_limiter(tmp_path, "1", per_minute=per_minute, per_second=per_second)
-    try:
+    with realm_limiter(tmp_path, "1", per_minute=per_minute, per_second=per_second) as limiter:
         assert [rate.interval for rate in limiter.buckets()[0].rates] == intervals
-    finally:
-        limiter.close()
