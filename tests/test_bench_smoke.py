@@ -93,6 +93,9 @@ def test_bench_writes_result_file(
     assert limited["api"]["requests_by_entity"]["items"] >= 1
     assert limited["api"]["requests_by_entity"]["invoices"] >= INVOICES // 20
     assert limited["usage"]["tap"]["processes"] >= 1
+    timeline = limited["timeline"]
+    assert timeline["requests_span_seconds"] > 0
+    assert timeline["most_requests_in_60_seconds"] <= 500
 
     names = [check["name"] for check in result["targets"]]
     assert "limited: wall time / rate-limit bound" in names
