@@ -123,7 +123,7 @@ def _limited_lines(limited: dict[str, Any]) -> str:
         f"  extractors {_together(limited)}",
         f"  records {limited['records']}, pages needed {limited['pages_needed']}, "
         f"windows {limited['windows']}, requests sent {api['requests']}, "
-        f"HTTP 429 answers {api['throttled']}",
+        f"HTTP 429 answers {api['throttled']}{_throttle_causes(api)}",
         f"  bound {limited['bound_seconds']} s, wall {limited['seconds']} s, "
         f"ratio {limited['ratio_to_bound']} (target <= {MAX_RATIO_TO_BOUND}), "
         f"{limited['records_per_second']} records/s",
@@ -178,3 +178,11 @@ def render_table(result: dict[str, Any]) -> str:
     if result.get("error"):
         parts.append(f"error: {result['error']}")
     return "\n\n".join(parts)
+
+
+def _throttle_causes(api: dict[str, Any]) -> str:
+    """Name the emulator limits that answered HTTP 429, as " (per_second 2)"."""
+    causes = api.get("throttled_by") or {}
+    if not causes:
+        return ""
+    return " (" + ", ".join(f"{name} {count}" for name, count in sorted(causes.items())) + ")"

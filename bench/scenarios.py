@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -20,7 +22,13 @@ from bench.meltano_runs import (
     run_target_alone,
 )
 from bench.procmon import ROLE_MELTANO, ROLE_TAP, ROLE_TARGET
-from bench.services import BenchDatabase, EmulatorLimits, EmulatorProcess, emulator_process
+from bench.services import (
+    EMULATOR_NICENESS,
+    BenchDatabase,
+    EmulatorLimits,
+    EmulatorProcess,
+    emulator_process,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -153,10 +161,19 @@ def api_figures(log: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "requests": len(log),
         "throttled": sum(1 for entry in log if entry.get("status") == 429),  # noqa: PLR2004
+        "throttled_by": dict(collections.Counter(
+            entry["throttled_by"] for entry in log if entry.get("throttled_by"))),
         "rows": sum(int(entry.get("rows") or 0) for entry in log),
         "request_seconds_sum": round(sum(end - start for start, end in intervals), 3),
         "busy_seconds": round(busy, 3),
     }
+
+
+def _save_request_log(log: list[dict[str, Any]], path: Path) -> None:
+    """Keep the emulator's request log of a run beside its Meltano logs."""
+    with path.open("w", encoding="utf-8") as out:
+        for entry in log:
+            out.write(json.dumps(entry) + "\n")
 
 
 def requests_by_entity(log: list[dict[str, Any]], entities: list[str]) -> dict[str, int]:
@@ -262,6 +279,10 @@ class LocalScenario:
             invoices=self.company.invoices, customers=self.company.customers,
             items=self.company.items, limits=limits,
             log_path=self.work_dir / "emulator-local.log",
+            # Real QBO builds its responses on Intuit's machines. The emulator builds
+            # them here, so it takes only the CPU that the tap, Meltano, the target
+            # and Postgres leave on this machine's cores.
+            niceness=EMULATOR_NICENESS,
         ) as emulator:
             self.runner.environment.update(emulator_environment(emulator, token_store))
             self.runner.environment.update(self.tap.environment())
@@ -465,6 +486,10 @@ class LimitedScenario:
             invoices=self.company.invoices, customers=self.company.customers,
             items=self.company.items, limits=self.limits,
             log_path=self.work_dir / "emulator-limited.log",
+            # QBO's limits count requests as they arrive at Intuit. At the lowest
+            # priority, the emulator would take in requests that queued while the
+            # pipeline held the CPU all at once, and count them as a burst.
+            niceness=0,
         ) as emulator:
             self.runner.environment.update(emulator_environment(emulator, token_store))
             self.runner.environment.update(self.tap.environment())
@@ -503,6 +528,7 @@ class LimitedScenario:
             for entity in order:
                 _check_loaded(self.database, entity, self.company.size(entity), "limited run")
             log = control.requests(endpoint="query")
+            _save_request_log(log, self.work_dir / "requests-limited.jsonl")
             api = api_figures(log)
             api["requests_by_entity"] = requests_by_entity(log, order)
             timeline = timeline_figures(log, run)

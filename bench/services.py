@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger("bench")
 
 EMULATOR_START_TIMEOUT_SECONDS = 300
-# nice(1) increment of the emulator process: the lowest priority.
+# nice(1) increment of the emulator process in the local scenario: the lowest priority.
 EMULATOR_NICENESS = 19
 _READY = re.compile(r"qbo-emulator ready base_url=(\S+) .*realm_id=(\S+)")
 
@@ -103,6 +103,7 @@ def emulator_process(
     items: int,
     limits: EmulatorLimits,
     log_path: Path,
+    niceness: int = EMULATOR_NICENESS,
 ) -> Iterator[EmulatorProcess]:
     """Serve a generated company with ``qbo-emulator serve`` on a free port.
 
@@ -115,6 +116,7 @@ def emulator_process(
         items: Generated items.
         limits: Rate limits and latency model.
         log_path: File that receives the emulator's output after the ready line.
+        niceness: nice(1) increment of the emulator process.
 
     Yields:
         The running emulator; it is stopped with SIGTERM on leaving the block.
@@ -136,12 +138,9 @@ def emulator_process(
         "--log-level", "WARNING",
     ]
     log = log_path.open("w", encoding="utf-8")
-    # Real QBO builds its responses on Intuit's machines. The emulator builds them here,
-    # so it runs at the lowest CPU priority and takes only what the tap, Meltano, the
-    # target and Postgres leave on this machine's cores.
     process = subprocess.Popen(  # noqa: S603 - fixed command
         command, stdout=subprocess.PIPE, stderr=log, text=True,
-        preexec_fn=lambda: os.nice(EMULATOR_NICENESS),  # noqa: PLW1509 - no threads yet
+        preexec_fn=lambda: os.nice(niceness),  # noqa: PLW1509 - no threads yet
     )
     try:
         running = _wait_until_ready(process)

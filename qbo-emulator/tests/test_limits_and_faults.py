@@ -51,6 +51,21 @@ def test_concurrent_requests_over_limit_throttled() -> None:
             statuses = sorted(pool.map(lambda _: one(), range(5)))
         assert statuses.count(200) == 2
         assert statuses.count(429) == 3
+        log = emu.control.requests(endpoint="query")
+        assert sorted(str(e["throttled_by"]) for e in log) == ["None"] * 2 + ["in_flight"] * 3
+
+
+def test_request_log_names_the_limit_that_throttled() -> None:
+    with run_emulator(invoices=5, customers=1, items=1, requests_per_minute=3,
+                      requests_per_second=2) as emu:
+        client = QboClient(emu)
+        statuses = [client.get("SELECT * FROM Invoice").status_code for _ in range(3)]
+        time.sleep(1.1)
+        statuses += [client.get("SELECT * FROM Invoice").status_code for _ in range(2)]
+        log = emu.control.requests(endpoint="query")
+    assert statuses == [200, 200, 429, 200, 429]
+    assert [e["throttled_by"] for e in log] == [
+        None, None, "per_second", None, "per_minute"]
 
 
 def test_ten_slow_requests_served_concurrently() -> None:

@@ -1,9 +1,10 @@
-"""Running window scans, one after another or several at once, in window order.
+"""Running window scans, one after another or several at once.
 
 The runner turns each window's pages into raw-table records and finishes every window
-with a :class:`WindowAudit`. Consumers receive a window's audit right after its last
-page, and windows always arrive in time order, even when several are fetched at once,
-so the bookmark can follow the audits.
+with a :class:`WindowAudit`, which consumers receive right after the window's last
+page. Several windows fetched at once hand over their pages as QBO answers, so the
+loader is never kept waiting for a slow window. The bookmark then follows the
+complete windows at the start of the range only (:func:`complete_prefix`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import queue
 import threading
 import typing as t
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,10 +21,9 @@ from tap_quickbooks_backfill.client import RequestStats
 from tap_quickbooks_backfill.errors import ScanCancelledError
 from tap_quickbooks_backfill.paging import Page, WindowProgress, WindowScanner
 from tap_quickbooks_backfill.queries import NAME_LIST_ENTITIES
-from tap_quickbooks_backfill.spool import PageSpool
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
 
     from tap_quickbooks_backfill.client import QBOClient
     from tap_quickbooks_backfill.windows import Window
@@ -33,10 +32,8 @@ LOGGER = logging.getLogger("tap_quickbooks_backfill.extraction")
 
 OUTCOME_COMPLETE = "complete"
 OUTCOME_FAILED = "failed"
-# Pages of the window being emitted that wait in memory for the consumer.
+# Pages per fetching thread that may wait in memory for the consumer.
 PAGES_BUFFERED_PER_WINDOW = 2
-# Windows submitted ahead of the one being emitted, per fetching thread.
-WINDOWS_QUEUED_PER_THREAD = 4
 _QUEUE_POLL_SECONDS = 0.5
 
 
@@ -121,17 +118,12 @@ class _ScanFailure:
     error: BaseException
 
 
-class _WindowChannel:
-    """Hand-over of one window's output from its fetching thread to the consumer."""
-
-    def __init__(self) -> None:
-        self.pages: queue.Queue[t.Any] = queue.Queue(maxsize=PAGES_BUFFERED_PER_WINDOW)
-        # Set once the consumer emits this window, so its pages stream directly.
-        self.is_head = threading.Event()
+class _Skipped:
+    """A window not started because another window of the run failed first."""
 
 
 class _ConsumerGoneError(Exception):
-    """The consumer stopped reading; a window fetched ahead is abandoned."""
+    """The consumer stopped reading; the window scans still running are abandoned."""
 
 
 class WindowExtractor:
@@ -171,10 +163,18 @@ class WindowExtractor:
         self,
         windows: Iterable[Window],
     ) -> Iterator[list[dict[str, t.Any]] | WindowAudit]:
-        """Yield each window's record pages, then its audit, window after window.
+        """Yield record pages as they are fetched, and each window's audit after its pages.
+
+        One window at a time, pages and audits come in window order. With
+        ``window_concurrency`` above 1, pages of the windows being fetched interleave
+        in the order QBO answered them, and audits come in the order windows finish.
+        The consumer moves the bookmark over the complete windows at the start of the
+        range only (see :func:`complete_prefix`).
 
         A failed window yields its audit with outcome ``failed`` and then raises the
-        error; later windows are not yielded.
+        error. When windows run at once, no window starts after the failure, and
+        those already running finish first, with their audits, so the bookmark keeps
+        every window before the failed one that completed.
 
         Args:
             windows: Windows in time order.
@@ -187,7 +187,7 @@ class WindowExtractor:
                 yield from self._extract_window(window)
             return
 
-        yield from self._run_concurrently(windows)
+        yield from self._run_concurrently(list(windows))
 
     def _extract_window(
         self,
@@ -260,87 +260,83 @@ class WindowExtractor:
 
     def _run_concurrently(
         self,
-        windows: Iterable[Window],
+        windows: list[Window],
     ) -> Iterator[list[dict[str, t.Any]] | WindowAudit]:
+        # Pages go to the consumer as soon as they arrive: a window never waits in
+        # memory or on disk for the windows before it, and the queue's bound holds
+        # every fetching thread back when the consumer (in the end the loader) is
+        # slower than QBO.
+        output: queue.Queue[t.Any] = queue.Queue(
+            maxsize=self.window_concurrency * PAGES_BUFFERED_PER_WINDOW
+        )
         consumer_gone = threading.Event()
-        remaining = iter(windows)
-        in_progress: deque[_WindowChannel] = deque()
+        failed = threading.Event()
         pool = ThreadPoolExecutor(
             max_workers=self.window_concurrency,
             thread_name_prefix=f"qbo-{self.entity.lower()}-window",
         )
-
-        def start_next_window() -> None:
-            window = next(remaining, None)
-            if window is None:
-                return
-            channel = _WindowChannel()
-            pool.submit(self._produce, window, channel, consumer_gone)
-            in_progress.append(channel)
-
         try:
-            # More windows are queued than threads run, so a thread that finishes a
-            # window fetched ahead starts the next one instead of waiting for the
-            # consumer to catch up; finished windows wait in their spools.
-            for _ in range(self.window_concurrency * WINDOWS_QUEUED_PER_THREAD):
-                start_next_window()
-
-            while in_progress:
-                channel = in_progress.popleft()
-                channel.is_head.set()
-                while True:
-                    item = channel.pages.get()
-                    if isinstance(item, _ScanFailure):
-                        yield item.audit
-                        raise item.error
-                    if isinstance(item, PageSpool):
-                        yield from item.read()
-                        continue
-                    yield item
+            # The pool's queue is first in, first out, so windows start in time order.
+            futures = [
+                pool.submit(self._produce, window, output, consumer_gone, failed)
+                for window in windows
+            ]
+            failures: list[_ScanFailure] = []
+            ended = 0
+            while ended < len(windows):
+                item = self._next_output(output, futures)
+                if isinstance(item, _Skipped):
+                    ended += 1
+                elif isinstance(item, _ScanFailure):
+                    ended += 1
+                    failures.append(item)
+                else:
                     if isinstance(item, WindowAudit):
-                        break
-                start_next_window()
+                        ended += 1
+                    yield item
+            if failures:
+                first = min(failures, key=lambda failure: failure.audit.window)
+                for failure in sorted(failures, key=lambda failure: failure.audit.window):
+                    yield failure.audit
+                raise first.error
         finally:
             consumer_gone.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
+    @staticmethod
+    def _next_output(output: queue.Queue[t.Any], futures: list[t.Any]) -> object:
+        # A fetching thread reports everything, failures included, through the queue.
+        # Only an error outside the scan (a bug) would end it silently, so the waits
+        # are short and check for one.
+        while True:
+            try:
+                return output.get(timeout=_QUEUE_POLL_SECONDS)
+            except queue.Empty:
+                for future in futures:
+                    if future.done() and not future.cancelled() and future.exception():
+                        raise t.cast("BaseException", future.exception())
+
     def _produce(
         self,
         window: Window,
-        channel: _WindowChannel,
+        output: queue.Queue[t.Any],
         consumer_gone: threading.Event,
+        failed: threading.Event,
     ) -> None:
-        # Until the consumer reaches this window, its pages go to a spool (encoded, and
-        # on disk beyond a small size) rather than staying in memory as Python objects.
-        # From then on they go through the bounded queue, after the spool.
+        if failed.is_set():
+            self._put(output, _Skipped(), consumer_gone)
+            return
+
         scan = self._extract_window(window, consumer_gone)
-        spool: PageSpool | None = None
         try:
             for item in scan:
-                if isinstance(item, WindowAudit):
-                    final: object = item
-                    if item.outcome == OUTCOME_FAILED:
-                        final = self._failure(scan, item)
-                    if spool is not None:
-                        self._put(channel.pages, spool, consumer_gone)
-                        spool = None
-                    self._put(channel.pages, final, consumer_gone)
+                if isinstance(item, WindowAudit) and item.outcome == OUTCOME_FAILED:
+                    failed.set()
+                    self._put(output, self._failure(scan, item), consumer_gone)
                     return
-
-                if not channel.is_head.is_set():
-                    spool = spool or PageSpool()
-                    spool.write(item)
-                    continue
-
-                if spool is not None:
-                    self._put(channel.pages, spool, consumer_gone)
-                    spool = None
-                self._put(channel.pages, item, consumer_gone)
+                self._put(output, item, consumer_gone)
         except (_ConsumerGoneError, ScanCancelledError):
             scan.close()
-        finally:
-            if spool is not None:
-                spool.close()
 
     @staticmethod
     def _failure(
@@ -356,17 +352,39 @@ class WindowExtractor:
 
     @staticmethod
     def _put(
-        pages: queue.Queue[t.Any],
+        output: queue.Queue[t.Any],
         item: object,
         consumer_gone: threading.Event,
     ) -> None:
         while not consumer_gone.is_set():
             try:
-                pages.put(item, timeout=_QUEUE_POLL_SECONDS)
+                output.put(item, timeout=_QUEUE_POLL_SECONDS)
             except queue.Full:
                 continue
             return
         raise _ConsumerGoneError
+
+
+def complete_prefix(windows: Sequence[Window], complete: set[Window]) -> Window | None:
+    """Return the last window of the unbroken run of complete windows at the start.
+
+    The bookmark may pass a window only when every window before it is complete too:
+    a later window that finished first does not let the bookmark skip an earlier one
+    that is still running or failed.
+
+    Args:
+        windows: The run's windows in time order.
+        complete: Windows whose scan completed.
+
+    Returns:
+        The last window of that run, or ``None`` if the first window is not complete.
+    """
+    last = None
+    for window in windows:
+        if window not in complete:
+            break
+        last = window
+    return last
 
 
 def window_summary(audit: WindowAudit) -> tuple[str, tuple[t.Any, ...]]:

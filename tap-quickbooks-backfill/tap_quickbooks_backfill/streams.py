@@ -15,10 +15,11 @@ from tap_quickbooks_backfill.extraction import (
     OUTCOME_COMPLETE,
     WindowAudit,
     WindowExtractor,
+    complete_prefix,
     utc_iso,
     window_summary,
 )
-from tap_quickbooks_backfill.windows import cut_windows, resume_start
+from tap_quickbooks_backfill.windows import Window, cut_windows, resume_start
 
 try:
     from typing import override  # type: ignore[attr-defined]
@@ -140,14 +141,18 @@ class ExtractWindowsStream(Stream):
 class EntityStream(Stream):
     """Raw records of one QBO entity, extracted window by window.
 
-    The bookmark (``replication_key_value``) is the end of the last window whose
-    records were all emitted, and it advances only when a window completes.
+    The bookmark (``replication_key_value``) is the end of the last window of the
+    unbroken run of complete windows at the start of the range: every record before
+    it was emitted. Windows fetched at once interleave their records, so the stream
+    is not sorted record by record, but its bookmark only moves forward.
     """
 
     entity: t.ClassVar[str]
     primary_keys = ("id",)
     replication_key = "extract_window_end_utc"
-    is_sorted = True
+    # Records of windows fetched at once interleave; the bookmark is kept by
+    # _finish_window, never from the records themselves.
+    is_sorted = False
     schema = RAW_RECORD_SCHEMA
     # Records are built from JSON-native values already; conforming them would only
     # walk every payload again.
@@ -197,9 +202,10 @@ class EntityStream(Stream):
             run_id=tap.run_id,
             window_concurrency=settings.window_concurrency,
         )
+        complete: set[Window] = set()
         for item in extractor.run(windows):
             if isinstance(item, WindowAudit):
-                self._finish_window(item)
+                self._finish_window(item, windows, complete)
             else:
                 yield from item
 
@@ -265,9 +271,16 @@ class EntityStream(Stream):
             instant = instant.replace(tzinfo=dt.UTC)
         return instant.astimezone(dt.UTC)
 
-    def _finish_window(self, audit: WindowAudit) -> None:
+    def _finish_window(
+        self,
+        audit: WindowAudit,
+        windows: list[Window],
+        complete: set[Window],
+    ) -> None:
         # The SDK writes each record before asking for the next one, so every record
-        # of this window is already out when its audit arrives here.
+        # of this window is already out when its audit arrives here. Windows fetched
+        # at once finish in any order; the bookmark passes only the complete windows
+        # at the start of the range.
         self.qbo_tap.window_stream.write_audit(audit)
 
         message, arguments = window_summary(audit)
@@ -286,9 +299,15 @@ class EntityStream(Stream):
                 audit.records_emitted,
             )
 
+        complete.add(audit.window)
+        covered = complete_prefix(windows, complete)
         state = self.get_context_state(None)
+        bookmark = utc_iso(covered.end) if covered is not None else None
+        if bookmark is None or state.get("replication_key_value") == bookmark:
+            return
+
         state["replication_key"] = self.replication_key
-        state["replication_key_value"] = utc_iso(audit.window.end)
+        state["replication_key_value"] = bookmark
         self.state_manager.is_flushed = False
         self._write_state_message()
 

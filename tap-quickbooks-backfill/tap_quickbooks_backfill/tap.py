@@ -162,8 +162,9 @@ def build_config_schema() -> dict[str, t.Any]:
             th.IntegerType,
             default=DEFAULTS["window_concurrency"],
             description=(
-                f"Windows fetched at once, 1 to {MAX_CONCURRENT_REQUESTS}; records are "
-                "still emitted in window order."
+                f"Windows fetched at once, 1 to {MAX_CONCURRENT_REQUESTS}; their pages "
+                "are emitted as they arrive, and the bookmark passes complete windows "
+                "only."
             ),
         ),
         th.Property(

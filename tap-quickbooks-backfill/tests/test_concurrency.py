@@ -1,13 +1,23 @@
-"""Several windows fetched at once: output order, bookmark and failures."""
+"""Several windows fetched at once: output, bookmark, back-pressure and failures."""
 
 from __future__ import annotations
+
+import datetime as dt
+import time
 
 import pytest
 from qbo_emulator.control import ControlClient
 from qbo_emulator.testing import run_emulator
 
+from tap_quickbooks_backfill.client import QBOClient
+from tap_quickbooks_backfill.extraction import (
+    PAGES_BUFFERED_PER_WINDOW,
+    WindowExtractor,
+    complete_prefix,
+)
 from tap_quickbooks_backfill.paging import WindowScanner
-from tap_quickbooks_backfill.spool import PageSpool
+from tap_quickbooks_backfill.settings import parse_settings
+from tap_quickbooks_backfill.windows import cut_windows
 
 from .tap_runner import emulator_config, run_tap
 
@@ -19,6 +29,10 @@ def window_config(emu, tmp_path, **overrides):
     return emulator_config(emu, tmp_path, **settings)
 
 
+def window_key(audit):
+    return (audit["window_start_utc"], audit["window_end_utc"])
+
+
 def test_concurrent_windows_match_sequential_output(tmp_path):
     with run_emulator(invoices=1500, customers=5, items=5, latency_base_ms=2) as emu:
         sequential = run_tap(window_config(emu, tmp_path), streams=["qb_invoices_raw"])
@@ -28,36 +42,57 @@ def test_concurrent_windows_match_sequential_output(tmp_path):
 
     assert concurrent.ids("qb_invoices_raw") == sequential.ids("qb_invoices_raw")
     assert len(concurrent.ids("qb_invoices_raw")) == 1500
-    windows = [(a["window_start_utc"], a["window_end_utc"]) for a in concurrent.audits]
-    assert windows == [(a["window_start_utc"], a["window_end_utc"]) for a in sequential.audits]
-    assert windows == sorted(windows)
+    assert sorted(map(window_key, concurrent.audits)) == list(
+        map(window_key, sequential.audits)
+    )
+    assert {a["outcome"] for a in concurrent.audits} == {"complete"}
+    assert concurrent.bookmark("qb_invoices_raw") == sequential.bookmark("qb_invoices_raw")
+    by_id = {r["id"]: r for r in sequential.records["qb_invoices_raw"]}
+    for record in concurrent.records["qb_invoices_raw"]:
+        expected = by_id[record["id"]]
+        assert record["payload"] == expected["payload"]
+        assert record["extract_window_start_utc"] == expected["extract_window_start_utc"]
+        assert record["page_number"] == expected["page_number"]
 
 
-def test_concurrent_output_keeps_each_window_together(tmp_path):
-    with run_emulator(invoices=800, customers=5, items=5, latency_base_ms=2) as emu:
+def test_concurrent_pages_interleave_and_bookmark_covers_complete_windows(tmp_path):
+    # Small pages and a slow emulator: several windows are in flight for long, so
+    # their pages reach the output mixed, as QBO answers them.
+    with run_emulator(invoices=800, customers=5, items=5, latency_base_ms=15) as emu:
         run = run_tap(
-            window_config(emu, tmp_path, window_concurrency=5), streams=["qb_invoices_raw"]
+            window_config(emu, tmp_path, page_size=10, window_concurrency=5),
+            streams=["qb_invoices_raw"],
         )
 
-    window_of_records: list[str] = []
-    bookmarks_after_audit: list[tuple[str, str | None]] = []
-    last_audit_end = None
+    starts_in_output: list[str] = []
+    audited: set[str] = set()
+    complete: set[str] = set()
+    all_windows = sorted(a["window_start_utc"] for a in run.audits)
+    ends = {a["window_start_utc"]: a["window_end_utc"] for a in run.audits}
     for message in run.messages:
         if message["type"] == "RECORD" and message["stream"] == "qb_invoices_raw":
-            window_of_records.append(message["record"]["extract_window_end_utc"])
-            assert message["record"]["extract_window_start_utc"] == (
-                last_audit_end or RANGE["start_date"].replace("Z", "+00:00")
-            )
+            start = message["record"]["extract_window_start_utc"]
+            # No record of a window after its audit.
+            assert start not in audited
+            starts_in_output.append(start)
         elif message["type"] == "RECORD":
-            last_audit_end = message["record"]["window_end_utc"]
-        elif message["type"] == "STATE" and last_audit_end is not None:
-            bookmark = message["value"]["bookmarks"]["qb_invoices_raw"].get(
-                "replication_key_value"
-            )
-            bookmarks_after_audit.append((last_audit_end, bookmark))
+            audited.add(message["record"]["window_start_utc"])
+            if message["record"]["outcome"] == "complete":
+                complete.add(message["record"]["window_start_utc"])
+        elif message["type"] == "STATE":
+            stream_state = message["value"].get("bookmarks", {}).get("qb_invoices_raw", {})
+            bookmark = stream_state.get("replication_key_value")
+            if bookmark is None:
+                continue
+            # Every window that ends at or before the bookmark is complete.
+            covered = [start for start in all_windows if ends[start] <= bookmark]
+            assert covered
+            assert set(covered) <= complete
 
-    assert window_of_records == sorted(window_of_records)
-    assert all(bookmark == end for end, bookmark in bookmarks_after_audit)
+    switches = sum(1 for a, b in zip(starts_in_output, starts_in_output[1:]) if a != b)
+    assert switches > len(all_windows), "pages of windows fetched at once did not mix"
+    assert len(run.ids("qb_invoices_raw")) == 800
+    assert run.bookmark("qb_invoices_raw") == RANGE["end_date"].replace("Z", "+00:00")
 
 
 def test_failed_window_stops_bookmark_before_it(tmp_path, monkeypatch):
@@ -78,10 +113,25 @@ def test_failed_window_stops_bookmark_before_it(tmp_path, monkeypatch):
         )
 
     assert "third window" in str(run.error)
-    assert [a["outcome"] for a in run.audits] == ["complete", "complete", "failed"]
+    outcomes = {a["window_start_utc"][:10]: a["outcome"] for a in run.audits}
+    assert outcomes["2023-01-01"] == outcomes["2023-01-31"] == "complete"
+    assert outcomes["2023-03-02"] == "failed"
+    # The windows already running when the third failed may finish; none starts later.
+    assert len(outcomes) <= 4
     assert run.bookmark("qb_invoices_raw") == "2023-03-02T00:00:00+00:00"
     emitted_windows = {r["extract_window_start_utc"] for r in run.records["qb_invoices_raw"]}
-    assert max(emitted_windows) < "2023-03-02"
+    assert max(emitted_windows) < "2023-04-02"
+
+
+def test_complete_prefix_stops_at_first_incomplete_window():
+    windows = list(cut_windows(
+        dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2024, 1, 5, tzinfo=dt.UTC),
+        dt.timedelta(days=1),
+    ))
+    assert complete_prefix(windows, set()) is None
+    assert complete_prefix(windows, {windows[1], windows[2]}) is None
+    assert complete_prefix(windows, {windows[0], windows[2]}) == windows[0]
+    assert complete_prefix(windows, set(windows)) == windows[-1]
 
 
 @pytest.mark.parametrize("window_concurrency", [1, 3])
@@ -99,49 +149,33 @@ def test_in_flight_requests_stay_within_emulator_limit(tmp_path, window_concurre
     assert sum(a["throttles"] for a in run.audits) == 0
 
 
-def test_windows_fetched_ahead_spill_to_spool(tmp_path, monkeypatch):
-    spooled_pages: list[int] = []
-    real_write = PageSpool.write
-
-    def counting_write(self, page):
-        spooled_pages.append(len(page))
-        real_write(self, page)
-
-    monkeypatch.setattr(PageSpool, "write", counting_write)
-    with run_emulator(invoices=1200, customers=5, items=5, latency_base_ms=2) as emu:
-        sequential = run_tap(
-            window_config(emu, tmp_path, page_size=10), streams=["qb_invoices_raw"]
+def test_slow_consumer_holds_fetching_back(tmp_path):
+    # Pages wait in a bounded queue: while the consumer reads nothing, the fetching
+    # threads stop instead of piling pages up in memory.
+    concurrency = 4
+    with run_emulator(invoices=4000, customers=5, items=5, latency_base_ms=1) as emu:
+        config = window_config(
+            emu, tmp_path, page_size=50, window_concurrency=concurrency
         )
-        concurrent = run_tap(
-            window_config(emu, tmp_path, page_size=10, window_concurrency=6),
-            streams=["qb_invoices_raw"],
+        client = QBOClient(parse_settings(config))
+        extractor = WindowExtractor(
+            client, "Invoice", window_field="LastUpdatedTime", page_size=50,
+            run_id="test", window_concurrency=concurrency,
         )
+        windows = list(cut_windows(
+            dt.datetime(2023, 1, 1, tzinfo=dt.UTC), dt.datetime(2025, 2, 1, tzinfo=dt.UTC),
+            dt.timedelta(days=180),
+        ))
+        output = extractor.run(windows)
+        assert isinstance(next(output), list)
+        time.sleep(1.5)
+        fetched = len(ControlClient(emu.base_url).requests(endpoint="query"))
+        output.close()
+        client.close()
 
-    assert spooled_pages
-    assert concurrent.records["qb_invoices_raw"] == [
-        {**record, "ingested_at_utc": concurrent_record["ingested_at_utc"]}
-        for record, concurrent_record in zip(
-            sequential.records["qb_invoices_raw"],
-            concurrent.records["qb_invoices_raw"],
-            strict=True,
-        )
-    ]
-
-
-def test_default_rate_per_second_stays_within_qbo_limit(tmp_path):
-    # QBO allows 10 requests per second per company, and the emulator enforces that
-    # here. With fast responses, 10 windows in flight could send several times more.
-    with run_emulator(
-        invoices=600, customers=5, items=5, requests_per_second=10, latency_base_ms=1
-    ) as emu:
-        config = window_config(emu, tmp_path, page_size=20, window_concurrency=10)
-        config.pop("max_requests_per_second")
-        run = run_tap(config, streams=["qb_invoices_raw"])
-        throttled = [
-            entry for entry in ControlClient(emu.base_url).requests(endpoint="query")
-            if entry.get("status") == 429  # noqa: PLR2004
-        ]
-
-    assert len(run.ids("qb_invoices_raw")) == 600
-    assert throttled == []
-    assert sum(a["throttles"] for a in run.audits) == 0
+    # 4,000 invoices take 80 pages of 50. Windows of 180 days hold about 16 pages
+    # each, so none ends while the consumer waits, and no second holds 50 rows: only
+    # the queue's pages, one page held by each blocked thread, the page read and
+    # each running window's COUNT(*) were fetched.
+    held = concurrency * (PAGES_BUFFERED_PER_WINDOW + 1) + 1 + concurrency
+    assert fetched <= held < 4000 // 50  # noqa: PLR2004

@@ -46,6 +46,7 @@ from qbo_emulator.timeutil import CompanyClock
 
 LOGGER = logging.getLogger("qbo_emulator")
 ROWS_KEY = web.RequestKey("rows", int)
+THROTTLE_KEY = web.RequestKey("throttled_by", str)
 EXTRA_ROW_KEY = web.RequestKey("extra_row", bool)
 ENTITY_PATHS = {name.lower(): name for name in ENTITIES}
 
@@ -270,6 +271,8 @@ def build_app(emulator: Emulator) -> web.Application:
                 "status": status,
                 "fault": fault_kind,
                 "rows": request.get(ROWS_KEY),
+                # The limit that answered HTTP 429, if one did.
+                "throttled_by": request.get(THROTTLE_KEY),
                 "intuit_tid": tid,
                 "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
@@ -293,7 +296,9 @@ def build_app(emulator: Emulator) -> web.Application:
             body = gateway_auth_fault("Realm id not authorized for this token",
                                       int(now * 1000), status=403)
             return _response(403, dumps(body), JSON, tid)
-        if not emulator.limiter.admit(realm, settings, cost=cost, batch=batch):
+        refusal = emulator.limiter.refuse(realm, settings, cost=cost, batch=batch)
+        if refusal is not None:
+            request[THROTTLE_KEY] = refusal
             return _response(429, throttle_body(emulator.now_text()), XML, tid)
 
         emulator.limiter.in_flight[realm] += 1

@@ -287,6 +287,8 @@ class RateLimiter:
             collections.defaultdict(collections.deque))
         self.in_flight: dict[str, int] = collections.defaultdict(int)
         self.throttled = 0
+        # Refusals by the limit that caused them ("in_flight", "per_minute", ...).
+        self.refusals: collections.Counter[str] = collections.Counter()
 
     @staticmethod
     def _count_since(window: collections.deque[float], since: float) -> int:
@@ -295,6 +297,16 @@ class RateLimiter:
     def admit(self, realm: str, settings: Settings, cost: int = 1,
               batch: bool = False) -> bool:
         """Record a request if every limit allows it; return False to throttle."""
+        return self.refuse(realm, settings, cost=cost, batch=batch) is None
+
+    def refuse(self, realm: str, settings: Settings, cost: int = 1,
+               batch: bool = False) -> str | None:
+        """Record a request if every limit allows it.
+
+        Returns:
+            None when the request is admitted, else the first limit it broke:
+            ``in_flight``, ``per_minute``, ``per_second`` or ``batch_per_minute``.
+        """
         now = time.monotonic()
         window = self.recent[realm]
         while window and window[0] <= now - 60:
@@ -303,28 +315,28 @@ class RateLimiter:
         limit_minute = settings.requests_per_minute
         limit_second = settings.requests_per_second
         limit_flight = settings.max_concurrent
-        allowed = True
-        if limit_flight and self.in_flight[realm] >= limit_flight:
-            allowed = False
-        if limit_minute and len(window) + cost > limit_minute:
-            allowed = False
-        if limit_second and self._count_since(window, now - 1) + cost > limit_second:
-            allowed = False
+        broken = [name for name, over in (
+            ("in_flight", limit_flight and self.in_flight[realm] >= limit_flight),
+            ("per_minute", limit_minute and len(window) + cost > limit_minute),
+            ("per_second", limit_second
+             and self._count_since(window, now - 1) + cost > limit_second),
+        ) if over]
         if batch:
             batches = self.recent_batches[realm]
             while batches and batches[0] <= now - 60:
                 batches.popleft()
             if (settings.batch_requests_per_minute
                     and len(batches) >= settings.batch_requests_per_minute):
-                allowed = False
-            elif allowed:
+                broken.append("batch_per_minute")
+            elif not broken:
                 batches.append(now)
 
-        if not allowed:
+        if broken:
             self.throttled += 1
-            return False
+            self.refusals[broken[0]] += 1
+            return broken[0]
         window.extend([now] * cost)
-        return True
+        return None
 
     def reset(self) -> None:
         """Forget recent requests, as if a minute had passed."""
