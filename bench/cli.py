@@ -89,14 +89,17 @@ def machine_facts() -> dict[str, Any]:
               show_default=True,
               help="Run the limited scenario's three extractors at once, sharing the "
                    "company's limits, or one after another in one meltano run.")
-@click.option("--limited-window-concurrency", default=10, show_default=True,
-              help="Windows fetched at once in the limited scenario.")
+@click.option("--limited-window-concurrency", default=30, show_default=True,
+              help="Windows fetched at once in the limited scenario: more than the "
+                   "invoice windows, so that all of them share the requests in flight "
+                   "and end together instead of leaving the last few to run alone.")
 @click.option("--limited-tap-requests-per-minute", default=490, show_default=True,
               help="The tap's own request limit per minute in the limited scenario, "
                    "2 % under the emulator's.")
-@click.option("--limited-tap-requests-per-second", default=8, show_default=True,
+@click.option("--limited-tap-requests-per-second", default=9, show_default=True,
               help="The tap's own limit per second in the limited scenario: one "
-                   "request per 125 ms, under the emulator's 10 per second.")
+                   "request per 111 ms, under the emulator's 10 per second, so that "
+                   "the limit per minute binds.")
 @click.option("--requests-per-minute", default=500, show_default=True,
               help="Requests per minute the emulator allows in the limited scenario.")
 @click.option("--requests-per-second", default=10, show_default=True,

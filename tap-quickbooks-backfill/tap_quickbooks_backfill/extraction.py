@@ -32,7 +32,8 @@ LOGGER = logging.getLogger("tap_quickbooks_backfill.extraction")
 
 OUTCOME_COMPLETE = "complete"
 OUTCOME_FAILED = "failed"
-# Pages per fetching thread that may wait in memory for the consumer.
+# Pages per request in flight that may wait in memory for the consumer, besides the
+# page each blocked fetching thread holds.
 PAGES_BUFFERED_PER_WINDOW = 2
 _QUEUE_POLL_SECONDS = 0.5
 
@@ -155,6 +156,7 @@ class WindowExtractor:
         self.page_size = page_size
         self.run_id = run_id
         self.window_concurrency = window_concurrency
+        self.max_in_flight = client.settings.max_concurrent_requests
         self.scanner = WindowScanner(
             client, entity, window_field=window_field, page_size=page_size
         )
@@ -267,7 +269,8 @@ class WindowExtractor:
         # every fetching thread back when the consumer (in the end the loader) is
         # slower than QBO.
         output: queue.Queue[t.Any] = queue.Queue(
-            maxsize=self.window_concurrency * PAGES_BUFFERED_PER_WINDOW
+            maxsize=min(self.window_concurrency, self.max_in_flight)
+            * PAGES_BUFFERED_PER_WINDOW
         )
         consumer_gone = threading.Event()
         failed = threading.Event()

@@ -28,6 +28,9 @@ CREDENTIAL_SETTINGS = ("client_id", "client_secret", "refresh_token", "realm_id"
 
 MAX_PAGE_SIZE = 1000
 MAX_CONCURRENT_REQUESTS = 10
+# Windows scanned at once. Beyond the requests in flight they only wait for a slot,
+# but under QBO's latency more scans than slots keep every slot busy until the end.
+MAX_WINDOW_CONCURRENCY = 50
 # Largest increment that nice(2) accepts on Linux: 19 is the lowest CPU priority.
 MAX_NICENESS = 19
 QBO_REQUESTS_PER_MINUTE = 500
@@ -346,7 +349,7 @@ def parse_settings(
             config, "max_concurrent_requests", 1, MAX_CONCURRENT_REQUESTS, errors
         ),
         window_concurrency=_integer_in_range(
-            config, "window_concurrency", 1, MAX_CONCURRENT_REQUESTS, errors
+            config, "window_concurrency", 1, MAX_WINDOW_CONCURRENCY, errors
         ),
         minor_version=_integer_in_range(config, "minor_version", 1, None, errors),
         request_timeout=_seconds(config, "request_timeout", errors, allow_zero=False),

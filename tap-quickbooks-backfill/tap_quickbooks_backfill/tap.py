@@ -21,6 +21,7 @@ from tap_quickbooks_backfill.settings import (
     MAX_CONCURRENT_REQUESTS,
     MAX_NICENESS,
     MAX_PAGE_SIZE,
+    MAX_WINDOW_CONCURRENCY,
     WINDOW_FIELDS,
     Settings,
     SettingsError,
@@ -162,7 +163,7 @@ def build_config_schema() -> dict[str, t.Any]:
             th.IntegerType,
             default=DEFAULTS["window_concurrency"],
             description=(
-                f"Windows fetched at once, 1 to {MAX_CONCURRENT_REQUESTS}; their pages "
+                f"Windows fetched at once, 1 to {MAX_WINDOW_CONCURRENCY}; their pages "
                 "are emitted as they arrive, and the bookmark passes complete windows "
                 "only."
             ),

@@ -41,6 +41,8 @@ def errors_for(config) -> list[str]:
         ({"window_field": "TxnDate"}, "window_field 'TxnDate' is invalid"),
         ({"max_concurrent_requests": 11}, "max_concurrent_requests 11 is out of range"),
         ({"window_concurrency": 0}, "window_concurrency 0 is out of range"),
+        ({"window_concurrency": 51}, "window_concurrency 51 is out of range: it must be "
+                                     "between 1 and 50"),
         ({"request_timeout": 0}, "request_timeout 0 is out of range"),
         ({"api_base_url": "ftp://example"}, "api_base_url 'ftp://example' is not an http"),
         ({"cpu_niceness": 20}, "cpu_niceness 20 is out of range: it must be between 0 and 19"),
@@ -90,6 +92,17 @@ def test_dates_with_offsets_become_utc(base_config):
 
     assert settings.start_date == dt.datetime(2023, 2, 1, 5, tzinfo=dt.UTC)
     assert settings.end_date == dt.datetime(2023, 2, 2, tzinfo=dt.UTC)
+
+
+def test_window_concurrency_may_exceed_requests_in_flight(base_config):
+    # Scans beyond the requests in flight wait for a slot; under QBO's latency they
+    # keep every slot busy until the last window ends.
+    settings = parse_settings(
+        {**base_config, "window_concurrency": 50, "max_concurrent_requests": 8}
+    )
+
+    assert settings.window_concurrency == 50  # noqa: PLR2004
+    assert settings.max_concurrent_requests == 8  # noqa: PLR2004
 
 
 @pytest.mark.parametrize(
