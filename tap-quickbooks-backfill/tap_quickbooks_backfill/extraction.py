@@ -5,6 +5,10 @@ with a :class:`WindowAudit`, which consumers receive right after the window's la
 page. Several windows fetched at once hand over their pages as QBO answers, so the
 loader is never kept waiting for a slow window. The bookmark then follows the
 complete windows at the start of the range only (:func:`complete_prefix`).
+
+Interleaving cannot put an older version of a record after a newer one: a run
+never extracts past its own start, and an edit moves a record to the present, so
+within one run a record is read from one window only.
 """
 
 from __future__ import annotations
