@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +54,7 @@ def test_bench_writes_result_file(
         "--limited-items", "5", "--limited-page-size", "20",
         "--latency-base-ms", "5", "--latency-per-record-ms", "0",
         "--database", bench_database, "--loader-role", f"qbo_bench_smoke_{suffix}",
-        "--output-dir", str(output_dir),
+        "--output-dir", str(output_dir), "--keep-work-dir",
     ]
     completed = subprocess.run(  # noqa: S603 - fixed command
         command, cwd=PROJECT_ROOT, env=_bench_environment(postgres_database),
@@ -84,6 +86,9 @@ def test_bench_writes_result_file(
     assert limited["pages_needed"] == INVOICES // 20 + 1
     assert limited["bound_seconds"] == pytest.approx(60 * limited["pages_needed"] / 500)
     assert limited["api"]["throttled"] == 0
+    assert limited["api"]["throttled_by"] == {}
+    assert limited["tap_options"]["window_concurrency"] == 30  # noqa: PLR2004
+    assert limited["tap_options"]["max_requests_per_second"] == 9  # noqa: PLR2004
     assert "500 requests/min, 10 requests/s, 10 in flight" in limited["emulator"]
     # The two extractors ran at once and split QBO's 10 requests in flight. The
     # benchmark fails unless both raw tables end with all their rows. The process
@@ -93,6 +98,16 @@ def test_bench_writes_result_file(
     assert limited["api"]["requests_by_entity"]["items"] >= 1
     assert limited["api"]["requests_by_entity"]["invoices"] >= INVOICES // 20
     assert limited["usage"]["tap"]["processes"] >= 1
+    # The limited run's request log stays in the kept work folder, one line per
+    # request, each naming the limit behind a 429 (none here).
+    folder = re.search(r"bench work folder (\S+)", completed.stdout + completed.stderr)
+    assert folder is not None
+    work_dir = Path(folder.group(1))
+    log_text = (work_dir / "requests-limited.jsonl").read_text(encoding="utf-8")
+    shutil.rmtree(work_dir)
+    entries = [json.loads(line) for line in log_text.splitlines()]
+    assert len(entries) == limited["api"]["requests"]
+    assert {entry["throttled_by"] for entry in entries} == {None}
     timeline = limited["timeline"]
     assert timeline["requests_span_seconds"] > 0
     assert timeline["most_requests_in_60_seconds"] <= 500

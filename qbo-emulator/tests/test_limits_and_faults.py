@@ -55,7 +55,7 @@ def test_concurrent_requests_over_limit_throttled() -> None:
         assert sorted(str(e["throttled_by"]) for e in log) == ["None"] * 2 + ["in_flight"] * 3
 
 
-def test_request_log_names_the_limit_that_throttled() -> None:
+def test_request_log_names_throttling_limit() -> None:
     with run_emulator(invoices=5, customers=1, items=1, requests_per_minute=3,
                       requests_per_second=2) as emu:
         client = QboClient(emu)

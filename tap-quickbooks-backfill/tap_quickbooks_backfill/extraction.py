@@ -2,13 +2,13 @@
 
 The runner turns each window's pages into raw-table records and finishes every window
 with a :class:`WindowAudit`, which consumers receive right after the window's last
-page. Several windows fetched at once hand over their pages as QBO answers, so the
-loader is never kept waiting for a slow window. The bookmark then follows the
+page. Several windows fetched at once pass on each page when its response arrives,
+so the loader never waits for a slow window. The bookmark then follows the
 complete windows at the start of the range only (:func:`complete_prefix`).
 
-Interleaving cannot put an older version of a record after a newer one: a run
-never extracts past its own start, and an edit moves a record to the present, so
-within one run a record is read from one window only.
+Interleaving cannot put an older version of a record after a newer one. A run never
+extracts past its own start, and an edit moves a record to the present. So within
+one run a record is read from one window only.
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ class WindowExtractor:
 
         One window at a time, pages and audits come in window order. With
         ``window_concurrency`` above 1, pages of the windows being fetched interleave
-        in the order QBO answered them, and audits come in the order windows finish.
+        in the order their responses arrived, and audits come in the order windows
+        finish.
         The consumer moves the bookmark over the complete windows at the start of the
         range only (see :func:`complete_prefix`).
 
@@ -268,10 +269,9 @@ class WindowExtractor:
         self,
         windows: list[Window],
     ) -> Iterator[list[dict[str, t.Any]] | WindowAudit]:
-        # Pages go to the consumer as soon as they arrive: a window never waits in
-        # memory or on disk for the windows before it, and the queue's bound holds
-        # every fetching thread back when the consumer (in the end the loader) is
-        # slower than QBO.
+        # Pages go to the consumer as soon as they arrive, so no window waits for the
+        # windows before it. The queue is bounded, so the fetching threads block when
+        # the consumer (in the end the loader) is slower than QBO.
         output: queue.Queue[t.Any] = queue.Queue(
             maxsize=min(self.window_concurrency, self.max_in_flight)
             * PAGES_BUFFERED_PER_WINDOW
@@ -375,8 +375,8 @@ class WindowExtractor:
 def complete_prefix(windows: Sequence[Window], complete: set[Window]) -> Window | None:
     """Return the last window of the unbroken run of complete windows at the start.
 
-    The bookmark may pass a window only when every window before it is complete too:
-    a later window that finished first does not let the bookmark skip an earlier one
+    The bookmark may pass a window only when every window before it is complete too.
+    A later window that finished first does not let the bookmark skip an earlier one
     that is still running or failed.
 
     Args:

@@ -28,8 +28,8 @@ CREDENTIAL_SETTINGS = ("client_id", "client_secret", "refresh_token", "realm_id"
 
 MAX_PAGE_SIZE = 1000
 MAX_CONCURRENT_REQUESTS = 10
-# Windows scanned at once. Beyond the requests in flight they only wait for a slot,
-# but under QBO's latency more scans than slots keep every slot busy until the end.
+# Maximum windows scanned at once. Scans beyond the requests in flight wait for a
+# slot, but under QBO's latency they keep every slot busy until the end.
 MAX_WINDOW_CONCURRENCY = 50
 # Largest increment that nice(2) accepts on Linux: 19 is the lowest CPU priority.
 MAX_NICENESS = 19

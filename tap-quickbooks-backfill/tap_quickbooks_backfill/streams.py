@@ -150,7 +150,7 @@ class EntityStream(Stream):
     entity: t.ClassVar[str]
     primary_keys = ("id",)
     replication_key = "extract_window_end_utc"
-    # Records of windows fetched at once interleave; the bookmark is kept by
+    # Records of windows fetched at once interleave. The bookmark is set by
     # _finish_window, never from the records themselves.
     is_sorted = False
     schema = RAW_RECORD_SCHEMA
@@ -279,8 +279,8 @@ class EntityStream(Stream):
     ) -> None:
         # The SDK writes each record before asking for the next one, so every record
         # of this window is already out when its audit arrives here. Windows fetched
-        # at once finish in any order; the bookmark passes only the complete windows
-        # at the start of the range.
+        # at once finish in any order, so the bookmark passes only the complete
+        # windows at the start of the range.
         self.qbo_tap.window_stream.write_audit(audit)
 
         message, arguments = window_summary(audit)

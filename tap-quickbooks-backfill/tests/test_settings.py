@@ -94,8 +94,8 @@ def test_dates_with_offsets_become_utc(base_config):
     assert settings.end_date == dt.datetime(2023, 2, 2, tzinfo=dt.UTC)
 
 
-def test_window_concurrency_may_exceed_requests_in_flight(base_config):
-    # Scans beyond the requests in flight wait for a slot; under QBO's latency they
+def test_window_concurrency_above_in_flight_cap(base_config):
+    # Scans beyond the requests in flight wait for a slot. Under QBO's latency they
     # keep every slot busy until the last window ends.
     settings = parse_settings(
         {**base_config, "window_concurrency": 50, "max_concurrent_requests": 8}

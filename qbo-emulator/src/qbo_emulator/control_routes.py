@@ -214,7 +214,7 @@ def add_control_routes(app: web.Application, emulator: Emulator, prefix: str) ->
                    if e["seq"] > since and (endpoint is None or e["endpoint"] == endpoint)]
         return _json({"requests": entries, "query_requests": emulator.query_requests,
                       "throttled": emulator.limiter.throttled,
-                      "throttled_by": dict(emulator.limiter.refusals)})
+                      "throttled_by": dict(emulator.limiter.rejections)})
 
     async def clear_requests(request: web.Request) -> web.StreamResponse:
         emulator.log.clear()

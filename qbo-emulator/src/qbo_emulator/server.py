@@ -271,7 +271,7 @@ def build_app(emulator: Emulator) -> web.Application:
                 "status": status,
                 "fault": fault_kind,
                 "rows": request.get(ROWS_KEY),
-                # The limit that answered HTTP 429, if one did.
+                # The limit that rejected the request with HTTP 429, if any.
                 "throttled_by": request.get(THROTTLE_KEY),
                 "intuit_tid": tid,
                 "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -296,9 +296,9 @@ def build_app(emulator: Emulator) -> web.Application:
             body = gateway_auth_fault("Realm id not authorized for this token",
                                       int(now * 1000), status=403)
             return _response(403, dumps(body), JSON, tid)
-        refusal = emulator.limiter.refuse(realm, settings, cost=cost, batch=batch)
-        if refusal is not None:
-            request[THROTTLE_KEY] = refusal
+        limit = emulator.limiter.rejecting_limit(realm, settings, cost=cost, batch=batch)
+        if limit is not None:
+            request[THROTTLE_KEY] = limit
             return _response(429, throttle_body(emulator.now_text()), XML, tid)
 
         emulator.limiter.in_flight[realm] += 1

@@ -287,8 +287,8 @@ class RateLimiter:
             collections.defaultdict(collections.deque))
         self.in_flight: dict[str, int] = collections.defaultdict(int)
         self.throttled = 0
-        # Refusals by the limit that caused them ("in_flight", "per_minute", ...).
-        self.refusals: collections.Counter[str] = collections.Counter()
+        # Rejected requests per limit ("in_flight", "per_minute", ...).
+        self.rejections: collections.Counter[str] = collections.Counter()
 
     @staticmethod
     def _count_since(window: collections.deque[float], since: float) -> int:
@@ -297,14 +297,14 @@ class RateLimiter:
     def admit(self, realm: str, settings: Settings, cost: int = 1,
               batch: bool = False) -> bool:
         """Record a request if every limit allows it; return False to throttle."""
-        return self.refuse(realm, settings, cost=cost, batch=batch) is None
+        return self.rejecting_limit(realm, settings, cost=cost, batch=batch) is None
 
-    def refuse(self, realm: str, settings: Settings, cost: int = 1,
-               batch: bool = False) -> str | None:
-        """Record a request if every limit allows it.
+    def rejecting_limit(self, realm: str, settings: Settings, cost: int = 1,
+                        batch: bool = False) -> str | None:
+        """Record a request if every limit allows it, else name the limit it exceeds.
 
         Returns:
-            None when the request is admitted, else the first limit it broke:
+            None when the request is admitted, else the first limit it exceeds:
             ``in_flight``, ``per_minute``, ``per_second`` or ``batch_per_minute``.
         """
         now = time.monotonic()
@@ -315,7 +315,7 @@ class RateLimiter:
         limit_minute = settings.requests_per_minute
         limit_second = settings.requests_per_second
         limit_flight = settings.max_concurrent
-        broken = [name for name, over in (
+        exceeded = [name for name, over in (
             ("in_flight", limit_flight and self.in_flight[realm] >= limit_flight),
             ("per_minute", limit_minute and len(window) + cost > limit_minute),
             ("per_second", limit_second
@@ -327,14 +327,14 @@ class RateLimiter:
                 batches.popleft()
             if (settings.batch_requests_per_minute
                     and len(batches) >= settings.batch_requests_per_minute):
-                broken.append("batch_per_minute")
-            elif not broken:
+                exceeded.append("batch_per_minute")
+            elif not exceeded:
                 batches.append(now)
 
-        if broken:
+        if exceeded:
             self.throttled += 1
-            self.refusals[broken[0]] += 1
-            return broken[0]
+            self.rejections[exceeded[0]] += 1
+            return exceeded[0]
         window.extend([now] * cost)
         return None
 
