@@ -181,7 +181,7 @@ def render_table(result: dict[str, Any]) -> str:
 
 
 def _throttle_causes(api: dict[str, Any]) -> str:
-    """Name the emulator limits that answered HTTP 429, as " (per_second 2)"."""
+    """Format the emulator limits that rejected requests with HTTP 429, as " (per_second 2)"."""
     causes = api.get("throttled_by") or {}
     if not causes:
         return ""

@@ -464,9 +464,9 @@ class LimitedScenario:
         own count, so the shares add up to the cap. Customers and items are small and
         get one each; invoices get the rest.
 
-        NOTE: the shares add up to exactly the emulator's cap. Two of three runs drew
-        an HTTP 429 whose limit the emulator does not record, so this split may be
-        one request too many.
+        The shares may add up to exactly the emulator's cap, because the emulator frees
+        a request's slot before it sends the response, so a tap never sends its next
+        request while the emulator still counts the last one.
         """
         total = self.tap.max_concurrent_requests
         if not self.together or len(order) == 1:
