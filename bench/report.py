@@ -136,10 +136,8 @@ def _limited_lines(limited: dict[str, Any]) -> str:
 def _together(limited: dict[str, Any]) -> str:
     if not limited.get("entities_together"):
         return "one after another in one meltano run"
-    shares = ", ".join(
-        f"{entity} {share}" for entity, share in limited.get("in_flight_shares", {}).items()
-    )
-    return f"run at once, requests in flight per extractor: {shares}"
+    cap = limited.get("shared_in_flight_cap", "-")
+    return f"run at once, sharing {cap} requests in flight"
 
 
 def _timeline_lines(timeline: dict[str, Any]) -> list[str]:

@@ -44,10 +44,6 @@ ENTITIES = {
 # Each window adds a COUNT(*) and at most one short or repeated page. A second tied
 # by more rows than a page adds two more COUNT(*) queries per pass.
 ALLOWED_REQUESTS_PER_WINDOW = 3
-# Requests in flight of the customer and item extractors when entities run at once.
-# One each is enough for their few pages, and invoices keep 8: at about 0.8 s per
-# request that is 10 per second, more than the limit per minute allows.
-NAME_LIST_IN_FLIGHT = 1
 MIB = 1024 * 1024
 
 
@@ -457,30 +453,9 @@ class LimitedScenario:
     # of one `meltano run` that extracts the entities one after another.
     together: bool = True
 
-    def in_flight_shares(self, order: list[str]) -> dict[str, int]:
-        """Split the requests in flight between entities that run at once.
-
-        QBO's cap on requests in flight is per company, and each tap process keeps its
-        own count, so the shares add up to the cap. Customers and items are small and
-        get one each; invoices get the rest.
-
-        The shares may add up to exactly the emulator's cap, because the emulator frees
-        a request's slot before it sends the response, so a tap never sends its next
-        request while the emulator still counts the last one.
-        """
-        total = self.tap.max_concurrent_requests
-        if not self.together or len(order) == 1:
-            return dict.fromkeys(order, total)
-        small = [entity for entity in order if entity != "invoices"]
-        shares = dict.fromkeys(small, NAME_LIST_IN_FLIGHT)
-        if "invoices" in order:
-            shares["invoices"] = total - NAME_LIST_IN_FLIGHT * len(small)
-        return shares
-
     def run(self) -> dict[str, Any]:
         """Run the scenario and return its figures."""
         order = [e for e in ("items", "customers", "invoices") if e in self.entities]
-        shares = self.in_flight_shares(order)
         token_store = self.work_dir / "tokens-limited"
         with emulator_process(
             invoices=self.company.invoices, customers=self.company.customers,
@@ -501,18 +476,15 @@ class LimitedScenario:
                     ParallelCommand(
                         args=["run", f"tap-qb-{entity}", "target-postgres"],
                         label=f"run-limited-{entity}",
-                        env={
-                            **range_environment(entity),
-                            f"TAP_QB_{entity.upper()}_MAX_CONCURRENT_REQUESTS": str(
-                                shares[entity]
-                            ),
-                        },
+                        env=range_environment(entity),
                     )
                     for entity in order
                 ]
+                # The taps share the cap on requests in flight through lock files
+                # in the token store, as they share the limits per minute and second.
                 LOGGER.info(
-                    "limited: %d meltano runs at once, requests in flight %s (%s)",
-                    len(commands), shares, self.limits.describe(),
+                    "limited: %d meltano runs at once, sharing %d requests in flight (%s)",
+                    len(commands), self.tap.max_concurrent_requests, self.limits.describe(),
                 )
                 run = self.runner.run_together(commands)
             else:
@@ -547,7 +519,7 @@ class LimitedScenario:
             "emulator": self.limits.describe(),
             "tap_options": self.tap.as_dict(),
             "entities_together": self.together,
-            "in_flight_shares": shares,
+            "shared_in_flight_cap": self.tap.max_concurrent_requests,
             "records": records,
             "pages_needed": pages,
             "windows": windows,

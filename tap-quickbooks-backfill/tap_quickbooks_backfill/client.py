@@ -32,6 +32,7 @@ from tap_quickbooks_backfill.errors import (
     ScanCancelledError,
     TokenEndpointUnavailableError,
 )
+from tap_quickbooks_backfill.inflight import RealmSlots
 from tap_quickbooks_backfill.ratelimit import realm_limiter
 from tap_quickbooks_backfill.settings import Settings, parse_settings
 
@@ -196,7 +197,12 @@ class QBOClient:
             per_minute=settings.max_requests_per_minute,
             per_second=settings.max_requests_per_second,
         )
-        self._in_flight = threading.BoundedSemaphore(settings.max_concurrent_requests)
+        # Also shared through lock files with every other process of this realm.
+        self._in_flight = RealmSlots(
+            settings.token_store_path,
+            settings.realm_id,
+            settings.max_concurrent_requests,
+        )
         self._token_lock = threading.Lock()
         self._totals_lock = threading.Lock()
         self._access_token: str | None = None
@@ -319,7 +325,7 @@ class QBOClient:
         }
         params = {"query": text, "minorversion": str(self.settings.minor_version)}
 
-        with self._in_flight:
+        with self._in_flight.hold(stats.cancel):
             self._limiter.try_acquire("qbo-query", blocking=True)
             self._count_request(stats)
             try:

@@ -156,7 +156,10 @@ def build_config_schema() -> dict[str, t.Any]:
             "max_concurrent_requests",
             th.IntegerType,
             default=MAX_CONCURRENT_REQUESTS,
-            description=f"Query requests in flight at once, 1 to {MAX_CONCURRENT_REQUESTS}.",
+            description=(
+                f"Query requests in flight at once, 1 to {MAX_CONCURRENT_REQUESTS}, shared "
+                "by the taps of the company that use the same token_store_path."
+            ),
         ),
         th.Property(
             "window_concurrency",
