@@ -26,8 +26,9 @@ if t.TYPE_CHECKING:
     import os
     from collections.abc import Iterator
 
-# Wait between two rounds over the slots when every slot is taken. A QBO request
-# takes 0.2 to 2 s, so 10 ms adds little delay and few system calls.
+# Wait between two rounds over the slots when every slot is taken. It is short next
+# to a QBO request (0.5 s and more in the benchmark's latency model) and costs one
+# system call per slot and round.
 POLL_SECONDS = 0.01
 
 

@@ -180,7 +180,7 @@ def test_slow_consumer_blocks_fetching(tmp_path):
     # 4,000 invoices take 80 pages of 50. The threads filled the queue (two pages per
     # thread), each kept one more page in hand, and then fetched nothing while the
     # consumer read nothing. Each running window also sent its COUNT(*), and a second
-    # shared by more rows than a page holds costs a few requests more.
+    # shared by more rows than fit on a page costs a few requests more.
     assert fetched == fetched_later
     assert fetched >= concurrency * PAGES_BUFFERED_PER_WINDOW
     assert fetched < 4000 // 50 // 2  # noqa: PLR2004

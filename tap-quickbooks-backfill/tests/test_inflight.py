@@ -47,9 +47,9 @@ def _hold_in_other_process(directory, slots, count) -> subprocess.Popen[str]:
     return process
 
 
-def _free_slots(shared: RealmSlots, wanted: int) -> int:
-    # Takes slots without waiting: the number this process can get right now.
-    taken = [shared._try_take() for _ in range(wanted)]  # noqa: SLF001 - probe without waiting
+def _free_slots(shared: RealmSlots, requested: int) -> int:
+    # Take slots without waiting, release them, and return how many were free.
+    taken = [shared._try_take() for _ in range(requested)]  # noqa: SLF001 - probe without waiting
     for slot in taken:
         if slot is not None:
             shared._locks[slot].release()  # noqa: SLF001
@@ -82,15 +82,15 @@ def test_killed_process_frees_its_slots(tmp_path):
 def test_threads_of_one_process_share_slots(tmp_path):
     shared = RealmSlots(tmp_path, REALM, 2, poll_seconds=0.001)
     in_flight = 0
-    most = 0
+    max_in_flight = 0
     lock = threading.Lock()
 
     def one_request() -> None:
-        nonlocal in_flight, most
+        nonlocal in_flight, max_in_flight
         with shared.hold():
             with lock:
                 in_flight += 1
-                most = max(most, in_flight)
+                max_in_flight = max(max_in_flight, in_flight)
             time.sleep(0.02)
             with lock:
                 in_flight -= 1
@@ -101,7 +101,7 @@ def test_threads_of_one_process_share_slots(tmp_path):
     for thread in threads:
         thread.join(timeout=30)
 
-    assert most == 2  # noqa: PLR2004
+    assert max_in_flight == 2  # noqa: PLR2004
     assert slot_path(tmp_path, REALM, 1).exists()
 
 
@@ -118,8 +118,8 @@ def test_wait_for_slot_ends_on_cancel(tmp_path):
 
 
 def test_two_taps_share_emulator_cap(tmp_path):
-    # The emulator answers HTTP 429 beyond 3 requests in flight. Two taps of the same
-    # company, each allowed 3, run at once: only the shared cap keeps them within it.
+    # The emulator returns HTTP 429 beyond 3 requests in flight. Two taps of the same
+    # company, each allowed 3, run at once, and only the shared cap keeps them within it.
     script = textwrap.dedent(
         """
         import json, sys
