@@ -4,7 +4,7 @@ The runner turns each window's pages into raw-table records and finishes every w
 with a :class:`WindowAudit`, which consumers receive right after the window's last
 page. Several windows fetched at once pass on each page when its response arrives,
 so the loader never waits for a slow window. The bookmark then follows the
-complete windows at the start of the range only (:func:`complete_prefix`).
+complete windows at the start of the range only (:class:`CompletePrefix`).
 
 Interleaving cannot put an older version of a record after a newer one. A run never
 extracts past its own start, and an edit moves a record to the present. So within
@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import typing as t
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from tap_quickbooks_backfill.paging import Page, WindowProgress, WindowScanner
 from tap_quickbooks_backfill.queries import NAME_LIST_ENTITIES
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Iterator
 
     from tap_quickbooks_backfill.client import QBOClient
     from tap_quickbooks_backfill.windows import Window
@@ -176,7 +177,7 @@ class WindowExtractor:
         in the order their responses arrived, and audits come in the order windows
         finish.
         The consumer moves the bookmark over the complete windows at the start of the
-        range only (see :func:`complete_prefix`).
+        range only (see :class:`CompletePrefix`).
 
         A failed window yields its audit with outcome ``failed`` and then raises the
         error. When windows run at once, no window starts after the failure, and
@@ -372,26 +373,40 @@ class WindowExtractor:
         raise _ConsumerGoneError
 
 
-def complete_prefix(windows: Sequence[Window], complete: set[Window]) -> Window | None:
-    """Return the last window of the unbroken run of complete windows at the start.
+class CompletePrefix:
+    """The unbroken run of complete windows at the start of a run's range.
 
     The bookmark may pass a window only when every window before it is complete too.
     A later window that finished first does not let the bookmark skip an earlier one
     that is still running or failed.
-
-    Args:
-        windows: The run's windows in time order.
-        complete: Windows whose scan completed.
-
-    Returns:
-        The last window of that run, or ``None`` if the first window is not complete.
     """
-    last = None
-    for window in windows:
-        if window not in complete:
-            break
-        last = window
-    return last
+
+    def __init__(self, windows: Iterable[Window]) -> None:
+        """Start with no window complete.
+
+        Args:
+            windows: The run's windows in time order.
+        """
+        self._pending = deque(windows)
+        self._complete: set[Window] = set()
+        self.last: Window | None = None
+
+    def add(self, window: Window) -> bool:
+        """Mark ``window`` complete and return whether the run at the start grew.
+
+        Args:
+            window: A window of the run whose scan completed.
+
+        Returns:
+            True when ``last`` moved to a later window.
+        """
+        self._complete.add(window)
+        grew = False
+        while self._pending and self._pending[0] in self._complete:
+            self.last = self._pending.popleft()
+            self._complete.discard(self.last)
+            grew = True
+        return grew
 
 
 def window_summary(audit: WindowAudit) -> tuple[str, tuple[t.Any, ...]]:

@@ -13,13 +13,13 @@ from singer_sdk.singerlib import RecordMessage
 
 from tap_quickbooks_backfill.extraction import (
     OUTCOME_COMPLETE,
+    CompletePrefix,
     WindowAudit,
     WindowExtractor,
-    complete_prefix,
     utc_iso,
     window_summary,
 )
-from tap_quickbooks_backfill.windows import Window, cut_windows, resume_start
+from tap_quickbooks_backfill.windows import cut_windows, resume_start
 
 try:
     from typing import override  # type: ignore[attr-defined]
@@ -202,10 +202,10 @@ class EntityStream(Stream):
             run_id=tap.run_id,
             window_concurrency=settings.window_concurrency,
         )
-        complete: set[Window] = set()
+        prefix = CompletePrefix(windows)
         for item in extractor.run(windows):
             if isinstance(item, WindowAudit):
-                self._finish_window(item, windows, complete)
+                self._finish_window(item, prefix)
             else:
                 yield from item
 
@@ -271,12 +271,7 @@ class EntityStream(Stream):
             instant = instant.replace(tzinfo=dt.UTC)
         return instant.astimezone(dt.UTC)
 
-    def _finish_window(
-        self,
-        audit: WindowAudit,
-        windows: list[Window],
-        complete: set[Window],
-    ) -> None:
+    def _finish_window(self, audit: WindowAudit, prefix: CompletePrefix) -> None:
         # The SDK writes each record before asking for the next one, so every record
         # of this window is already out when its audit arrives here. Windows fetched
         # at once finish in any order, so the bookmark passes only the complete
@@ -299,15 +294,12 @@ class EntityStream(Stream):
                 audit.records_emitted,
             )
 
-        complete.add(audit.window)
-        covered = complete_prefix(windows, complete)
-        state = self.get_context_state(None)
-        bookmark = utc_iso(covered.end) if covered is not None else None
-        if bookmark is None or state.get("replication_key_value") == bookmark:
+        if not prefix.add(audit.window) or prefix.last is None:
             return
 
+        state = self.get_context_state(None)
         state["replication_key"] = self.replication_key
-        state["replication_key_value"] = bookmark
+        state["replication_key_value"] = utc_iso(prefix.last.end)
         self.state_manager.is_flushed = False
         self._write_state_message()
 

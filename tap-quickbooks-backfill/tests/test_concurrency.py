@@ -12,8 +12,8 @@ from qbo_emulator.testing import run_emulator
 from tap_quickbooks_backfill.client import QBOClient
 from tap_quickbooks_backfill.extraction import (
     PAGES_BUFFERED_PER_WINDOW,
+    CompletePrefix,
     WindowExtractor,
-    complete_prefix,
 )
 from tap_quickbooks_backfill.paging import WindowScanner
 from tap_quickbooks_backfill.settings import parse_settings
@@ -124,15 +124,20 @@ def test_failed_window_stops_bookmark_before_it(tmp_path, monkeypatch):
     assert max(emitted_windows) < "2023-04-02"
 
 
-def test_complete_prefix_stops_at_first_incomplete_window():
+def test_complete_prefix_stops_at_gap():
     windows = list(cut_windows(
         dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2024, 1, 5, tzinfo=dt.UTC),
         dt.timedelta(days=1),
     ))
-    assert complete_prefix(windows, set()) is None
-    assert complete_prefix(windows, {windows[1], windows[2]}) is None
-    assert complete_prefix(windows, {windows[0], windows[2]}) == windows[0]
-    assert complete_prefix(windows, set(windows)) == windows[-1]
+    prefix = CompletePrefix(windows)
+
+    assert prefix.add(windows[1]) is False
+    assert prefix.last is None
+    assert prefix.add(windows[3]) is False
+    assert prefix.add(windows[0]) is True
+    assert prefix.last == windows[1]
+    assert prefix.add(windows[2]) is True
+    assert prefix.last == windows[3]
 
 
 @pytest.mark.parametrize("window_concurrency", [1, 3])
