@@ -3,7 +3,7 @@
 The runner turns each window's pages into raw-table records and finishes every window
 with a :class:`WindowAudit`, which consumers receive right after the window's last
 page. Several windows fetched at once pass on each page when its response arrives,
-so the loader never waits for a slow window. The bookmark then follows the
+so no page waits for the end of the windows before it. The bookmark then follows the
 complete windows at the start of the range only (:class:`CompletePrefix`).
 
 Interleaving cannot put an older version of a record after a newer one. A run never
