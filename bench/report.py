@@ -107,7 +107,13 @@ def _local_table(local: dict[str, Any]) -> str:
         f"Local scenario (emulator: {local['emulator']}; target-postgres: {settings}; "
         f"window_size {local['tap_options']['window_size']})"
     )
-    return title + "\n" + tabulate(rows, headers=headers, missingval="-")
+    table = title + "\n" + tabulate(rows, headers=headers, missingval="-")
+    if total.get("entities_together"):
+        table += (
+            "\ntotal: the entities' meltano runs at once, as three Mage pipelines run; "
+            f"one after another they took {total['end_to_end_one_after_another_seconds']} s"
+        )
+    return table
 
 
 def _limited_lines(limited: dict[str, Any]) -> str:
