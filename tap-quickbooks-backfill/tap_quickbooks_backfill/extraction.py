@@ -6,9 +6,11 @@ page. Several windows fetched at once pass on each page when its response arrive
 so no page waits for the end of the windows before it. The bookmark then follows the
 complete windows at the start of the range only (:class:`CompletePrefix`).
 
-Interleaving cannot put an older version of a record after a newer one. A run never
-extracts past its own start, and an edit moves a record to the present. So within
-one run a record is read from one window only.
+A run never extracts past its own start, and an edit moves a record to the present,
+so within one run a record is normally read from one window only. When QBO's clock
+is behind this machine's, an edit made during the run can land in the run's last
+window, and that window's page can arrive before the older version's page from an
+earlier window. :class:`NewestVersions` drops such a stale version.
 """
 
 from __future__ import annotations
@@ -371,6 +373,57 @@ class WindowExtractor:
                 continue
             return
         raise _ConsumerGoneError
+
+
+# Largest difference between QBO's clock and this machine's that NewestVersions covers.
+MAX_CLOCK_SKEW = dt.timedelta(hours=1)
+
+
+class NewestVersions:
+    """Drops a record version older than one this run already emitted for the same id.
+
+    Only versions updated less than ``MAX_CLOCK_SKEW`` before the run's start can be
+    newer than a version read later in the same run, so only their ids are kept,
+    and memory stays flat for a backfill of past windows.
+    """
+
+    def __init__(self, run_started_at: dt.datetime) -> None:
+        """Start with no version seen.
+
+        Args:
+            run_started_at: When the run started, by this machine's clock.
+        """
+        self._recent_since = utc_iso(run_started_at - MAX_CLOCK_SKEW)
+        self._newest: dict[str, tuple[str, int]] = {}
+        self.dropped = 0
+
+    def filter(self, records: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+        """Return the records that are not older than a version already emitted.
+
+        Args:
+            records: Raw-table records of one page.
+
+        Returns:
+            The records to emit, in their order.
+        """
+        kept = []
+        for record in records:
+            version = (record.get("last_updated_utc") or "", _sync_token(record))
+            newest = self._newest.get(record["id"])
+            if newest is not None and newest > version:
+                self.dropped += 1
+                continue
+            if version[0] >= self._recent_since:
+                self._newest[record["id"]] = version
+            kept.append(record)
+        return kept
+
+
+def _sync_token(record: dict[str, t.Any]) -> int:
+    try:
+        return int(record.get("sync_token") or 0)
+    except ValueError:
+        return 0
 
 
 class CompletePrefix:

@@ -14,6 +14,7 @@ from singer_sdk.singerlib import RecordMessage
 from tap_quickbooks_backfill.extraction import (
     OUTCOME_COMPLETE,
     CompletePrefix,
+    NewestVersions,
     WindowAudit,
     WindowExtractor,
     utc_iso,
@@ -203,11 +204,19 @@ class EntityStream(Stream):
             window_concurrency=settings.window_concurrency,
         )
         prefix = CompletePrefix(windows)
+        versions = NewestVersions(tap.run_started_at)
         for item in extractor.run(windows):
             if isinstance(item, WindowAudit):
                 self._finish_window(item, prefix)
             else:
-                yield from item
+                yield from versions.filter(item)
+        if versions.dropped:
+            self.logger.info(
+                "%s: %d records were not emitted because this run had already emitted "
+                "a newer version of them (QBO's clock is behind this machine's)",
+                self.name,
+                versions.dropped,
+            )
 
     @override
     def _generate_record_messages(
