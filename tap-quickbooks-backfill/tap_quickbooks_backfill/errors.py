@@ -65,6 +65,10 @@ class TokenEndpointUnavailableError(QBOError):
     """The token endpoint returned 429 or 5xx, or did not respond, so a retry may work."""
 
 
+class TokenStoreError(QBOError):
+    """The token store folder cannot be created or written."""
+
+
 class WindowScanError(QBOError):
     """A window scan could not prove that it read every record of the window."""
 

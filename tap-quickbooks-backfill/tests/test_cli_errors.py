@@ -43,3 +43,20 @@ def test_rejected_query_exits_cleanly(tmp_path):
     assert completed.returncode == 1
     assert "code 4002" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_unwritable_token_store_exits_before_refresh(tmp_path):
+    # A file where the folder should be: the folder cannot be created, even by root.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("", encoding="utf-8")
+    with run_emulator(invoices=20, customers=5, items=5) as emu:
+        config = emulator_config(emu, tmp_path, token_store_path=str(blocker / "tokens"))
+        completed = _run_cli(config, tmp_path)
+        token_requests = emu.control.requests(endpoint="token")
+
+    assert completed.returncode == 1
+    assert "token_store_path" in completed.stderr
+    assert "is not a writable folder" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    # No refresh happened, so QBO did not rotate the refresh token.
+    assert token_requests == []
