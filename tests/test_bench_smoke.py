@@ -80,6 +80,8 @@ def test_bench_writes_result_file(
     assert invoices["tap_alone"]["records_per_second"] > 0
     assert invoices["ratio_to_ceiling"] > 0
     assert local["total"]["ratio_to_ceiling"] > 0
+    # The emulator enforces no limit in the local scenario, and neither does the tap.
+    assert local["tap_options"]["max_requests_per_second"] >= 1000  # noqa: PLR2004
     # With two entities the total comes from one run of both and one load of both.
     assert local["total"]["entities_in_one_run"] is True
     assert local["total"]["ceiling_one_after_another_seconds"] > 0
