@@ -347,9 +347,9 @@ class LocalScenario:
         figures["end_to_end_seconds"] = run.wall_seconds
         return figures
 
-    def _check_all_loaded(self, what: str) -> None:
+    def _check_all_loaded(self, step: str) -> None:
         for entity in self.entities:
-            _check_loaded(self.database, entity, self.company.size(entity), what)
+            _check_loaded(self.database, entity, self.company.size(entity), step)
 
     def _run_entity(
         self,

@@ -406,7 +406,7 @@ class NewestVersions:
         Returns:
             The records to emit, in their order.
         """
-        kept = []
+        emitted = []
         for record in records:
             version = (record.get("last_updated_utc") or "", _sync_token(record))
             newest = self._newest.get(record["id"])
@@ -415,8 +415,8 @@ class NewestVersions:
                 continue
             if version[0] >= self._recent_since:
                 self._newest[record["id"]] = version
-            kept.append(record)
-        return kept
+            emitted.append(record)
+        return emitted
 
 
 def _sync_token(record: dict[str, t.Any]) -> int:

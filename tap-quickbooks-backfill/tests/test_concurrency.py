@@ -194,7 +194,7 @@ def test_slow_consumer_blocks_fetching(tmp_path):
 def test_stale_version_after_newer_dropped(tmp_path, monkeypatch):
     # QBO's clock is behind this machine's, so an edit made during the run is stamped
     # before the run's start and lands in the run's last window. Pages are handed
-    # over latest first here, as when the last window answers before the first.
+    # over latest first here, as when the last window's response arrives first.
     real_run = WindowExtractor.run
 
     def run_latest_pages_first(self, windows):
