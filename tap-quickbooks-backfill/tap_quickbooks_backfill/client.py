@@ -235,6 +235,7 @@ class QBOClient:
             settings.max_concurrent_requests,
         )
         self._token_lock = threading.Lock()
+        self._refresh_rejection: RefreshTokenRejectedError | None = None
         self._totals_lock = threading.Lock()
         self._access_token: str | None = None
         self._token_expires_at = 0.0
@@ -550,8 +551,16 @@ class QBOClient:
 
     def _valid_access_token(self) -> tuple[str, int]:
         with self._token_lock:
+            # Once QBO rejected the refresh token, every thread of this run fails with
+            # that error instead of sending the dead token again.
+            if self._refresh_rejection is not None:
+                raise self._refresh_rejection
             if self._access_token is None or time.monotonic() >= self._token_expires_at:
-                self._refresh_access_token()
+                try:
+                    self._refresh_access_token()
+                except RefreshTokenRejectedError as exc:
+                    self._refresh_rejection = exc
+                    raise
             assert self._access_token is not None  # noqa: S101 - set by the refresh
             return self._access_token, self._token_generation
 

@@ -115,6 +115,23 @@ def test_revoked_refresh_token_stops_with_reconnect_message(tmp_path, caplog):
     assert queries == []
 
 
+def test_revoked_token_refreshed_once_with_windows_at_once(tmp_path):
+    # Ten windows start at once and each needs a token: after QBO rejects the refresh
+    # token once, the other threads fail with that error without sending it again.
+    with run_emulator(invoices=200, customers=5, items=5) as emu:
+        emu.control.revoke_refresh_tokens()
+        run = run_tap(
+            emulator_config(emu, tmp_path, end_date=RANGE_END, window_size="30d",
+                            window_concurrency=10),
+            streams=["qb_invoices_raw"],
+            expect_error=True,
+        )
+        token_requests = emu.control.requests(endpoint="token")
+
+    assert isinstance(run.error, RefreshTokenRejectedError)
+    assert len(token_requests) == 1
+
+
 def test_no_secret_in_logs_or_request_payload(tmp_path, caplog, sleeps):
     caplog.set_level(logging.DEBUG)
     with run_emulator(invoices=60, customers=5, items=5, rotation="every_refresh") as emu:
