@@ -25,6 +25,7 @@ from filelock import FileLock
 from tap_quickbooks_backfill.errors import (
     RefreshTokenRejectedError,
     TokenEndpointUnavailableError,
+    TokenStoreError,
 )
 
 if t.TYPE_CHECKING:
@@ -90,6 +91,25 @@ class TokenStore:
         self.directory = Path(directory)
         self.path = self.directory / f"{realm_id}.json"
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_SECONDS)
+
+    def check_writable(self) -> None:
+        """Create the store's folder if needed and check that this user can write in it.
+
+        Raises:
+            TokenStoreError: If the folder cannot be created or written.
+        """
+        try:
+            self._ensure_directory()
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            msg = (
+                f"token_store_path {str(self.directory)!r} is not a writable folder "
+                f"({exc.strerror or type(exc).__name__}): the tap saves each rotated "
+                "refresh token there before using it; make the folder writable for this "
+                "user or set token_store_path to one that is"
+            )
+            raise TokenStoreError(msg) from None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -12,12 +12,10 @@ import contextlib
 import email.utils
 import logging
 import re
-import tempfile
 import threading
 import time
 import typing as t
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgspec
 import requests
@@ -33,7 +31,6 @@ from tap_quickbooks_backfill.errors import (
     RetryableError,
     ScanCancelledError,
     TokenEndpointUnavailableError,
-    TokenStoreError,
 )
 from tap_quickbooks_backfill.inflight import RealmSlots
 from tap_quickbooks_backfill.ratelimit import realm_limiter
@@ -95,29 +92,6 @@ class Fault:
     detail: str
 
 
-
-def check_writable_folder(directory: str) -> None:
-    """Create the token store folder if needed and check that this user can write in it.
-
-    Args:
-        directory: The token store folder (``token_store_path``).
-
-    Raises:
-        TokenStoreError: If the folder cannot be created or written.
-    """
-    folder = Path(directory)
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        msg = (
-            f"token_store_path {str(folder)!r} is not a writable folder "
-            f"({exc.strerror or type(exc).__name__}): the tap saves each rotated refresh "
-            "token there before using it; make the folder writable for this user or set "
-            "token_store_path to one that is"
-        )
-        raise TokenStoreError(msg) from None
 
 
 def _fault_from_json(body: Mapping[str, t.Any]) -> Fault | None:
@@ -217,10 +191,10 @@ class QBOClient:
         # Looked up at each call, so a test that replaces backoff_sleep reaches
         # clients created inside the tap.
         self._sleep = sleep or (lambda seconds: backoff_sleep(seconds))
+        self._store = TokenStore(settings.token_store_path, settings.realm_id)
         # Checked before any token exchange: a refresh rotates the refresh token, and
         # a new token that cannot be saved is lost, which means reconnecting the app.
-        check_writable_folder(settings.token_store_path)
-        self._store = TokenStore(settings.token_store_path, settings.realm_id)
+        self._store.check_writable()
         # Shared through a file with every other process of this realm on this machine.
         self._limiter = realm_limiter(
             settings.token_store_path,

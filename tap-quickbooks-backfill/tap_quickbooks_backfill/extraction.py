@@ -305,10 +305,10 @@ class WindowExtractor:
                         ended += 1
                     yield item
             if failures:
-                first = min(failures, key=lambda failure: failure.audit.window)
-                for failure in sorted(failures, key=lambda failure: failure.audit.window):
+                failures.sort(key=lambda failure: failure.audit.window)
+                for failure in failures:
                     yield failure.audit
-                raise first.error
+                raise failures[0].error
         finally:
             consumer_gone.set()
             pool.shutdown(wait=False, cancel_futures=True)
@@ -408,12 +408,18 @@ class NewestVersions:
         """
         emitted = []
         for record in records:
-            version = (record.get("last_updated_utc") or "", _sync_token(record))
+            updated = record.get("last_updated_utc") or ""
             newest = self._newest.get(record["id"])
+            # Most records of a backfill are old and have no recent version to compare.
+            if newest is None and updated < self._recent_since:
+                emitted.append(record)
+                continue
+
+            version = (updated, _sync_token(record))
             if newest is not None and newest > version:
                 self.dropped += 1
                 continue
-            if version[0] >= self._recent_since:
+            if updated >= self._recent_since:
                 self._newest[record["id"]] = version
             emitted.append(record)
         return emitted

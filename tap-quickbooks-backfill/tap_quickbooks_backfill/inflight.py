@@ -27,8 +27,8 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
 # Wait between two rounds over the slots when every slot is taken. It is short next
-# to a QBO request (0.5 s and more in the benchmark's latency model) and costs one
-# system call per slot and round.
+# to a QBO request (0.5 s and more in the benchmark's latency model) and costs a few
+# system calls per slot and round.
 POLL_SECONDS = 0.01
 
 
@@ -58,7 +58,7 @@ class RealmSlots:
         """
         folder = Path(directory)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # One lock object per slot, shared by this process's threads: the free list
+        # One lock object per slot, shared by this process's threads. The free list
         # below keeps two threads off the same slot, and the file lock keeps other
         # processes off it.
         self._locks = [

@@ -117,7 +117,7 @@ def test_failed_window_stops_bookmark_before_it(tmp_path, monkeypatch):
     outcomes = {a["window_start_utc"][:10]: a["outcome"] for a in run.audits}
     assert outcomes["2023-01-01"] == outcomes["2023-01-31"] == "complete"
     assert outcomes["2023-03-02"] == "failed"
-    # The windows already running when the third failed may finish; none starts later.
+    # The windows already running when the third failed may finish. None starts later.
     assert len(outcomes) <= 4
     assert run.bookmark("qb_invoices_raw") == "2023-03-02T00:00:00+00:00"
     emitted_windows = {r["extract_window_start_utc"] for r in run.records["qb_invoices_raw"]}

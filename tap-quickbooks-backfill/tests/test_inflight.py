@@ -49,12 +49,12 @@ def _hold_in_other_process(directory, slots, count) -> subprocess.Popen[str]:
 
 def _free_slots(shared: RealmSlots, requested: int) -> int:
     # Take slots without waiting, release them, and return how many were free.
-    taken = [shared._try_take() for _ in range(requested)]  # noqa: SLF001 - probe without waiting
-    for slot in taken:
+    slots = [shared._try_take() for _ in range(requested)]  # noqa: SLF001 - probe without waiting
+    for slot in slots:
         if slot is not None:
             shared._locks[slot].release()  # noqa: SLF001
             shared._free.append(slot)  # noqa: SLF001
-    return sum(slot is not None for slot in taken)
+    return sum(slot is not None for slot in slots)
 
 
 def test_other_process_slots_are_taken(tmp_path):

@@ -115,8 +115,8 @@ def test_revoked_refresh_token_stops_with_reconnect_message(tmp_path, caplog):
     assert queries == []
 
 
-def test_revoked_token_refreshed_once_with_windows_at_once(tmp_path):
-    # Ten windows start at once and each needs a token: after QBO rejects the refresh
+def test_revoked_token_sent_once_concurrently(tmp_path):
+    # Ten windows start at once and each needs a token. After QBO rejects the refresh
     # token once, the other threads fail with that error without sending it again.
     with run_emulator(invoices=200, customers=5, items=5) as emu:
         emu.control.revoke_refresh_tokens()
