@@ -108,6 +108,11 @@ def _local_table(local: dict[str, Any]) -> str:
         f"window_size {local['tap_options']['window_size']})"
     )
     table = title + "\n" + tabulate(rows, headers=headers, missingval="-")
+    if local.get("checkpoint_before_each_load") is False:
+        table += (
+            "\nno CHECKPOINT before the loads (the administrator may not run one): "
+            "where Postgres's own checkpoints fall can move a load by seconds"
+        )
     if total.get("entities_in_one_run"):
         table += (
             "\ntotal: one meltano run of all entities against target-postgres alone "

@@ -273,6 +273,10 @@ class LocalScenario:
     work_dir: Path
     measure_ceiling: bool = True
     entities: tuple[str, ...] = tuple(ENTITIES)
+    checkpoints: bool = True
+
+    def _start_clean(self) -> None:
+        self.checkpoints = self.database.start_clean() and self.checkpoints
 
     def run(self) -> dict[str, Any]:
         """Run the scenario and return its figures."""
@@ -307,6 +311,7 @@ class LocalScenario:
             "emulator_process": emulator_usage,
             "tap_options": self.tap.as_dict(),
             "target_settings": _loader_settings(target_config),
+            "checkpoint_before_each_load": self.checkpoints,
             "entities": entities,
             "total": _local_total(entities, all_in_one),
         }
@@ -322,7 +327,7 @@ class LocalScenario:
                     with part.open("rb") as source:
                         shutil.copyfileobj(source, out)
                     part.unlink()
-            self.database.truncate()
+            self._start_clean()
             ceiling = run_target_alone(
                 config_path, combined, log_path=self.work_dir / "target-alone-all.log"
             )
@@ -338,7 +343,7 @@ class LocalScenario:
             f"{prefix}_END_DATE": RANGE_END,
             f"{prefix}__SELECT_FILTER": json.dumps([*streams, "qb_extract_windows"]),
         }
-        self.database.truncate()
+        self._start_clean()
         run = self.runner.run(
             ["run", PARENT_EXTRACTOR, "target-postgres"], label="run-all", env=env
         )
@@ -380,7 +385,7 @@ class LocalScenario:
             }
 
             LOGGER.info("%s: target-postgres alone from the file (the ceiling)", entity)
-            self.database.truncate()
+            self._start_clean()
             ceiling = run_target_alone(
                 config_path, messages, log_path=self.work_dir / f"target-alone-{entity}.log"
             )
@@ -394,7 +399,7 @@ class LocalScenario:
             }
 
         LOGGER.info("%s: meltano run tap-qb-%s target-postgres", entity, entity)
-        self.database.truncate()
+        self._start_clean()
         control.clear_requests()
         e2e = self.runner.run(
             ["run", f"tap-qb-{entity}", "target-postgres"], label=f"run-{entity}", env=env
@@ -538,7 +543,7 @@ class LimitedScenario:
             self.runner.environment.update(emulator_environment(emulator, token_store))
             self.runner.environment.update(self.tap.environment())
             control = ControlClient(emulator.base_url)
-            self.database.truncate()
+            self.database.start_clean()
             control.clear_requests()
             if self.together:
                 commands = [
