@@ -17,7 +17,6 @@ import time
 import typing as t
 from dataclasses import dataclass
 
-import msgspec
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
@@ -34,6 +33,7 @@ from tap_quickbooks_backfill.errors import (
 )
 from tap_quickbooks_backfill.inflight import RealmSlots
 from tap_quickbooks_backfill.ratelimit import realm_limiter
+from tap_quickbooks_backfill.rows import MalformedBodyError, decode_query_body
 from tap_quickbooks_backfill.settings import Settings, parse_settings
 
 if t.TYPE_CHECKING:
@@ -405,14 +405,10 @@ class QBOClient:
         tid: str | None,
     ) -> dict[str, t.Any]:
         try:
-            # msgspec parses a 1000-row page several times faster than json.
-            body = msgspec.json.decode(response.content)
-        except msgspec.DecodeError:
-            body = None
-
-        if not isinstance(body, dict):
-            msg = "QBO returned HTTP 200 with a body that is not a JSON object"
-            raise RetryableError(msg, status=200, intuit_tid=tid, malformed=True)
+            body = decode_query_body(response.content)
+        except MalformedBodyError as exc:
+            msg = f"QBO returned HTTP 200 with a malformed body: {exc}"
+            raise RetryableError(msg, status=200, intuit_tid=tid, malformed=True) from None
 
         fault = _fault_from_json(body)
         if fault is not None:

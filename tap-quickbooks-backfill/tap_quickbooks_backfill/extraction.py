@@ -231,11 +231,12 @@ class WindowExtractor:
         name_list = self.entity in NAME_LIST_ENTITIES
         records = []
         for row in page.records:
-            metadata = row.get("MetaData") or {}
+            metadata = row.metadata
             records.append(
                 {
-                    "id": str(row["Id"]),
-                    "payload": row,
+                    "id": row.id,
+                    # QBO's bytes, written into the Singer message as they are.
+                    "payload": row.payload,
                     "ingested_at_utc": ingested_at,
                     "extract_window_start_utc": window_start,
                     "extract_window_end_utc": window_end,
@@ -244,8 +245,8 @@ class WindowExtractor:
                     "request_payload": page.request,
                     "last_updated_utc": qbo_time_to_utc(metadata.get("LastUpdatedTime")),
                     "created_utc": qbo_time_to_utc(metadata.get("CreateTime")),
-                    "sync_token": row.get("SyncToken"),
-                    "active": row.get("Active") if name_list else None,
+                    "sync_token": row.sync_token,
+                    "active": row.active if name_list else None,
                 }
             )
         return records

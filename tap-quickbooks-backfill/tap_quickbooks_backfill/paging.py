@@ -22,6 +22,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
     from tap_quickbooks_backfill.client import QBOClient, RequestStats
+    from tap_quickbooks_backfill.rows import Row
     from tap_quickbooks_backfill.windows import Window
 
 ONE_SECOND = dt.timedelta(seconds=1)
@@ -35,7 +36,7 @@ class Page:
     """Rows of one query page that this window scan had not emitted yet."""
 
     number: int
-    records: list[dict[str, t.Any]]
+    records: list[Row]
     request: dict[str, t.Any]
 
 
@@ -48,7 +49,7 @@ class WindowProgress:
     emitted_ids: set[str] = field(default_factory=set)
 
 
-def record_instant(record: dict[str, t.Any], window_field: str) -> dt.datetime:
+def record_instant(record: Row, window_field: str) -> dt.datetime:
     """Read a record's window field (``MetaData.<field>``) as an aware UTC instant.
 
     Args:
@@ -61,10 +62,10 @@ def record_instant(record: dict[str, t.Any], window_field: str) -> dt.datetime:
     Raises:
         WindowScanError: If the record has no such timestamp.
     """
-    value = (record.get("MetaData") or {}).get(window_field)
-    if not value:
+    value = record.metadata.get(window_field)
+    if not value or not isinstance(value, str):
         msg = (
-            f"QBO record {record.get('Id')!r} has no MetaData.{window_field}; the window "
+            f"QBO record {record.id!r} has no MetaData.{window_field}; the window "
             "scan cannot place it"
         )
         raise WindowScanError(msg)
@@ -135,7 +136,7 @@ class WindowScanner:
                 row
                 for row in rows
                 if not (
-                    row.get("Id") in emitted_at_cursor
+                    row.id in emitted_at_cursor
                     and self._instant(row) == cursor
                 )
             ]
@@ -149,25 +150,25 @@ class WindowScanner:
             last_second = self._instant(rows[-1])
             if last_second == cursor:
                 # A whole page shares one second: more rows than a page carry it.
-                known = emitted_at_cursor | {str(row.get("Id")) for row in rows}
+                known = emitted_at_cursor | {row.id for row in rows}
                 yield from self._scan_tied_second(cursor, known, progress, stats)
                 cursor = cursor + ONE_SECOND
                 emitted_at_cursor = set()
                 continue
 
             emitted_at_cursor = {
-                str(row.get("Id")) for row in rows if self._instant(row) == last_second
+                row.id for row in rows if self._instant(row) == last_second
             }
             cursor = last_second
 
     def _window_count(
         self,
         window: Window,
-        first_rows: list[dict[str, t.Any]],
+        first_rows: list[Row],
         stats: RequestStats,
     ) -> int:
         if len(first_rows) < self.page_size:
-            return len({str(row.get("Id")) for row in first_rows})
+            return len({row.id for row in first_rows})
 
         return self.client.count(
             self.entity, window.start, window.end, self.window_field, stats=stats
@@ -197,9 +198,9 @@ class WindowScanner:
                     self.entity, self.window_field, second, position, self.page_size
                 )
                 rows = self._rows(self.client.query(text, stats=stats))
-                fresh = [row for row in rows if str(row.get("Id")) not in known_ids]
-                seen_in_pass.update(str(row.get("Id")) for row in rows)
-                known_ids.update(str(row.get("Id")) for row in fresh)
+                fresh = [row for row in rows if row.id not in known_ids]
+                seen_in_pass.update(row.id for row in rows)
+                known_ids.update(row.id for row in fresh)
                 yield from self._page(progress, fresh, text, start_position=position)
 
                 if len(rows) < self.page_size:
@@ -223,13 +224,13 @@ class WindowScanner:
     def _page(
         self,
         progress: WindowProgress,
-        records: list[dict[str, t.Any]],
+        records: list[Row],
         text: str,
         *,
         start_position: int,
     ) -> Iterator[Page]:
         progress.pages += 1
-        progress.emitted_ids.update(str(record.get("Id")) for record in records)
+        progress.emitted_ids.update(record.id for record in records)
         if not records:
             return
 
@@ -245,13 +246,20 @@ class WindowScanner:
             },
         )
 
-    def _rows(self, body: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+    def _rows(self, body: dict[str, t.Any]) -> list[Row]:
         # QBO leaves the entity key out entirely when no row matches.
         rows = body["QueryResponse"].get(self.entity, [])
         if not isinstance(rows, list):
             msg = f"QBO returned a {self.entity} page whose rows are not a list"
             raise WindowScanError(msg)
+        for row in rows:
+            if not row.id:
+                msg = (
+                    f"QBO returned a {self.entity} row without an Id; the tap cannot "
+                    "key it in the raw table"
+                )
+                raise WindowScanError(msg)
         return rows
 
-    def _instant(self, row: dict[str, t.Any]) -> dt.datetime:
+    def _instant(self, row: Row) -> dt.datetime:
         return record_instant(row, self.window_field)

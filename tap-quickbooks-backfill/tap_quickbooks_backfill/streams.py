@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import typing as t
 
+import msgspec
 from singer_sdk import Stream
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.mapper import DefaultStreamMap
 from singer_sdk.singerlib import RecordMessage
 
 from tap_quickbooks_backfill.extraction import (
@@ -20,6 +23,7 @@ from tap_quickbooks_backfill.extraction import (
     utc_iso,
     window_summary,
 )
+from tap_quickbooks_backfill.rows import payload_object
 from tap_quickbooks_backfill.windows import cut_windows, resume_start
 
 try:
@@ -218,6 +222,13 @@ class EntityStream(Stream):
                 versions.dropped,
             )
 
+    @functools.cached_property
+    def _deselected_properties(self) -> tuple[str, ...]:
+        # The catalog's selection is fixed before the first record.
+        return tuple(
+            name for name in self.schema["properties"] if not self.mask[("properties", name)]
+        )
+
     @override
     def _generate_record_messages(
         self,
@@ -226,11 +237,16 @@ class EntityStream(Stream):
         # Only top-level properties can be deselected here. The SDK's default walks
         # every nested key of the payload against the selection mask, which costs more
         # than the rest of the record's processing together.
-        for name in [name for name in record if not self.mask[("properties", name)]]:
-            del record[name]
+        for name in self._deselected_properties:
+            record.pop(name, None)
 
         extracted_at = dt.datetime.now(dt.UTC)
         for stream_map in self.stream_maps:
+            if not isinstance(stream_map, DefaultStreamMap) and isinstance(
+                record.get("payload"), msgspec.Raw
+            ):
+                # A stream map's expressions read the payload as objects, not bytes.
+                record = {**record, "payload": payload_object(record["payload"])}
             mapped = stream_map.transform(record)
             if mapped is not None:
                 yield RecordMessage(

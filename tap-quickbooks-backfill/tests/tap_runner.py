@@ -78,17 +78,23 @@ def run_tap(
     streams: t.Iterable[str] | None = None,
     state: dict[str, t.Any] | None = None,
     expect_error: bool = False,
+    deselected: t.Mapping[str, t.Iterable[str]] | None = None,
 ) -> TapRun:
     """Run the tap once and collect its output.
 
     ``streams`` selects entity streams (all by default); ``qb_extract_windows`` is
-    selected with them, as Meltano's inheriting extractors do.
+    selected with them, as Meltano's inheriting extractors do. ``deselected`` maps a
+    stream to top-level properties that the catalog leaves out.
     """
     tap = TapQuickBooksBackfill(config=config, state=state or {})
     if streams is not None:
         wanted = {*streams, "qb_extract_windows"}
         for name, stream in tap.streams.items():
             stream.selected = name in wanted
+    for name, properties in (deselected or {}).items():
+        for prop in properties:
+            tap.streams[name].metadata[("properties", prop)].selected = False
+        tap.streams[name]._mask = None  # the SDK caches the selection  # noqa: SLF001
 
     # The tap writes bytes to sys.stdout.buffer, so stdout needs a binary buffer.
     buffer = io.BytesIO()

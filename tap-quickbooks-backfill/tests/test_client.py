@@ -9,18 +9,23 @@ import stat
 import threading
 import time
 
+import msgspec
 import pytest
 import requests
 from pyrate_limiter import Duration, Limiter, Rate
 
 from tap_quickbooks_backfill.auth import INVALID_GRANT_MESSAGE, TokenStore
-from tap_quickbooks_backfill.client import QBOClient
+from tap_quickbooks_backfill.client import QBOClient, RequestStats
 from tap_quickbooks_backfill.errors import (
     QBORequestError,
     RefreshTokenRejectedError,
     RetriesExhaustedError,
+    WindowScanError,
 )
+from tap_quickbooks_backfill.paging import WindowProgress, WindowScanner
+from tap_quickbooks_backfill.rows import payload_object
 from tap_quickbooks_backfill.settings import parse_settings
+from tap_quickbooks_backfill.windows import Window
 
 from .stub_http import ScriptedSession, count_answer, page, response, token_answer
 
@@ -123,6 +128,65 @@ def test_retries_are_bounded(base_config):
     assert "malformed" not in str(raised.value)
 
 
+# QBO can pretty-print its answers (the captured Item page is indented).
+PRETTY_PAGE = """{
+  "QueryResponse": {
+    "Invoice": [
+      {
+        "Id": "7",
+        "SyncToken": "2",
+        "TotalAmt": 1.10,
+        "ExchangeRate": 1.234567890123456789012,
+        "Line": [ { "Amount": 100.00, "Description": "two\\nlines" } ],
+        "MetaData": { "CreateTime": "2023-02-18T12:57:24-08:00",
+                      "LastUpdatedTime": "2023-02-18T12:57:24-08:00" }
+      }
+    ],
+    "startPosition": 1,
+    "maxResults": 1
+  },
+  "time": "2023-02-18T12:00:00-08:00"
+}"""
+
+
+def test_payload_keeps_qbo_numbers_on_one_line(base_config):
+    session = ScriptedSession(queries=[response(200, text=PRETTY_PAGE)])
+    client = make_client(base_config, session)
+
+    [row] = client.query("SELECT * FROM Invoice")["QueryResponse"]["Invoice"]
+    # What the writer puts into the RECORD message's payload.
+    written = msgspec.json.encode({"payload": row.payload})
+
+    assert (row.id, row.sync_token) == ("7", "2")
+    assert row.metadata["LastUpdatedTime"] == "2023-02-18T12:57:24-08:00"
+    assert b"\n" not in written
+    for number in (b"1.10", b"1.234567890123456789012", b"100.00"):
+        assert number in written
+    assert b'"two\\nlines"' in written
+    assert payload_object(row.payload)["Line"][0]["Description"] == "two\nlines"
+
+
+def test_row_that_is_not_an_object_is_malformed(base_config):
+    body = {"QueryResponse": {"Invoice": [{"Id": "1"}, 5]}}
+    session = ScriptedSession(queries=[response(200, body)] * 3)
+    client = make_client(base_config, session)
+
+    with pytest.raises(RetriesExhaustedError, match="a row is not a JSON object"):
+        client.query("SELECT * FROM Invoice")
+
+    assert len(session.sent_queries) == 3
+
+
+def test_row_without_id_stops_the_window(base_config):
+    rows = [{"MetaData": {"LastUpdatedTime": "2023-02-18T12:57:24-08:00"}}]
+    client = make_client(base_config, ScriptedSession(queries=[page("Invoice", rows)]))
+    scanner = WindowScanner(client, "Invoice", window_field="LastUpdatedTime", page_size=10)
+    window = Window(dt.datetime(2023, 2, 1, tzinfo=dt.UTC), dt.datetime(2023, 3, 1, tzinfo=dt.UTC))
+
+    with pytest.raises(WindowScanError, match="Invoice row without an Id"):
+        list(scanner.scan(window, WindowProgress(), RequestStats()))
+
+
 def test_malformed_json_is_retried_then_fails_clearly(base_config):
     session = ScriptedSession(queries=[response(200, text="{not json")] * 3)
     client = make_client(base_config, session)
@@ -152,7 +216,7 @@ def test_malformed_answer_then_good_page(base_config):
 
     body = client.query("SELECT * FROM Invoice")
 
-    assert body["QueryResponse"]["Invoice"] == rows
+    assert [payload_object(row.payload) for row in body["QueryResponse"]["Invoice"]] == rows
 
 
 def test_query_error_fails_at_once_with_qbo_message(base_config):

@@ -280,3 +280,31 @@ def test_window_within_one_page_costs_one_request(tmp_path):
     empty, full = run.audits
     assert (empty["qbo_count"], empty["records_emitted"], empty["requests"]) == (0, 0, 1)
     assert (full["qbo_count"], full["records_emitted"], full["requests"]) == (50, 50, 1)
+
+
+def test_stream_map_reads_the_payload_as_objects(tmp_path):
+    # The tap passes payloads through as QBO's bytes; a stream map gets them decoded.
+    with run_emulator(invoices=8, customers=1, items=1) as emu:
+        config = emulator_config(
+            emu, tmp_path, end_date=RANGE_END,
+            stream_maps={"qb_invoices_raw": {"doc_number": "payload['DocNumber']"}},
+        )
+        run = run_tap(config, streams=["qb_invoices_raw"])
+
+    records = run.records["qb_invoices_raw"]
+    assert len(records) == 8
+    assert all(record["doc_number"] == record["payload"]["DocNumber"] for record in records)
+
+
+def test_deselected_property_is_left_out(tmp_path):
+    with run_emulator(invoices=4, customers=1, items=1) as emu:
+        run = run_tap(
+            emulator_config(emu, tmp_path, end_date=RANGE_END),
+            streams=["qb_invoices_raw"],
+            deselected={"qb_invoices_raw": ["request_payload", "sync_token"]},
+        )
+
+    records = run.records["qb_invoices_raw"]
+    assert len(records) == 4
+    assert all("request_payload" not in r and "sync_token" not in r for r in records)
+    assert all(r["payload"]["Id"] == r["id"] for r in records)
