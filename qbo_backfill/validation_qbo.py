@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from qbo_backfill.validation_windows import as_utc, format_utc
 
 if TYPE_CHECKING:
+    from tap_quickbooks_backfill.rows import Row
+
     from qbo_backfill.validation_db import QueryLog
     from qbo_backfill.validation_entities import EntitySpec, WindowField
 
@@ -253,9 +255,9 @@ class QboSource:
             page = self._entity_rows(spec, self._query(text))
             new_ids = 0
             for row in page:
-                if str(row["Id"]) not in records:
+                if row.id not in records:
                     new_ids += 1
-                records[str(row["Id"])] = record_times(row)
+                records[row.id] = record_times(row)
 
             # QBO can return more rows than asked, so only a short page ends the scan.
             if len(page) < PAGE_SIZE or new_ids == 0:
@@ -269,7 +271,7 @@ class QboSource:
         for offset in range(0, len(ordered), IDS_PER_QUERY):
             chunk = ordered[offset : offset + IDS_PER_QUERY]
             for row in self._entity_rows(spec, self._query(ids_query(spec, chunk))):
-                found[str(row["Id"])] = record_times(row)
+                found[row.id] = record_times(row)
         return found
 
     def _query(self, text: str) -> dict[str, Any]:
@@ -277,14 +279,21 @@ class QboSource:
         return self._client.query(text)
 
     @staticmethod
-    def _entity_rows(spec: EntitySpec, response: dict[str, Any]) -> list[dict[str, Any]]:
+    def _entity_rows(spec: EntitySpec, response: dict[str, Any]) -> list[Row]:
         # QBO leaves the entity key out of an empty page instead of sending [].
-        return list(response.get("QueryResponse", {}).get(spec.qbo_entity, []))
+        rows = response.get("QueryResponse", {}).get(spec.qbo_entity, [])
+        if not isinstance(rows, list) or any(not row.id for row in rows):
+            msg = (
+                f"QBO answered with malformed {spec.qbo_entity} rows (not a list of "
+                "objects with an Id); run the validation again later"
+            )
+            raise RuntimeError(msg)
+        return rows
 
 
-def record_times(record: dict[str, Any]) -> QboRecordTimes:
+def record_times(record: Row) -> QboRecordTimes:
     """Read ``MetaData.LastUpdatedTime`` and ``MetaData.CreateTime`` of a QBO record."""
-    metadata = record.get("MetaData") or {}
+    metadata = record.metadata
     return QboRecordTimes(
         last_updated=_parse_qbo_time(metadata.get("LastUpdatedTime")),
         created=_parse_qbo_time(metadata.get("CreateTime")),

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from conftest import PostgresDatabase
+from tap_quickbooks_backfill.rows import decode_query_body
 
 from qbo_backfill.validate import ValidationReport, validate_range
 from qbo_backfill.validation_checks import (
@@ -28,9 +29,9 @@ from qbo_backfill.validation_checks import (
     OK,
     STALE_IN_RAW,
 )
-from qbo_backfill.validation_db import RawStore
+from qbo_backfill.validation_db import QueryLog, RawStore
 from qbo_backfill.validation_entities import ENTITIES, EntitySpec, WindowField
-from qbo_backfill.validation_qbo import QboRecordTimes
+from qbo_backfill.validation_qbo import QboRecordTimes, QboSource
 
 INVOICES = ENTITIES["invoices"]
 DAY = timedelta(days=1)
@@ -286,3 +287,32 @@ def test_compare_ids_finds_offsetting_differences(connection: psycopg.Connection
     assert by_count.windows[0].status == OK
     assert by_ids.windows[0].status == MISMATCH
     assert by_ids.windows[0].differences[MISSING_FROM_RAW] == ["0-0"]
+
+
+class _AnswerClient:
+    """A QBO client stand-in that answers every query with one decoded body."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def query(self, text: str) -> dict[str, Any]:
+        return decode_query_body(self.body)
+
+
+def test_qbo_source_reads_rows_by_id() -> None:
+    body = (b'{"QueryResponse": {"Invoice": [{"Id": "7", "MetaData": '
+            b'{"LastUpdatedTime": "2023-02-18T12:57:24-08:00"}}]}}')
+    source = QboSource(_AnswerClient(body), QueryLog())
+
+    found = source.records_by_id(ENTITIES["invoices"], ["7"])
+
+    assert list(found) == ["7"]
+    assert found["7"].last_updated == datetime(2023, 2, 18, 20, 57, 24, tzinfo=UTC)
+
+
+def test_qbo_source_rejects_rows_without_id() -> None:
+    body = b'{"QueryResponse": {"Invoice": [{"MetaData": {}}]}}'
+    source = QboSource(_AnswerClient(body), QueryLog())
+
+    with pytest.raises(RuntimeError, match="malformed Invoice rows"):
+        source.records_by_id(ENTITIES["invoices"], ["7"])

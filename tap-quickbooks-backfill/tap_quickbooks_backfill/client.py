@@ -258,7 +258,8 @@ class QBOClient:
             stats: Counters of the caller's unit of work, updated in place.
 
         Returns:
-            The response body, which has a ``QueryResponse`` object.
+            The response body, which has a ``QueryResponse`` object whose arrays
+            (the entity's rows) are lists of :class:`~tap_quickbooks_backfill.rows.Row`.
 
         Raises:
             QBORequestError: QBO rejected the query (for example code 4000 or 4001).
