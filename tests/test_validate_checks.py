@@ -290,7 +290,7 @@ def test_compare_ids_finds_offsetting_differences(connection: psycopg.Connection
 
 
 class _AnswerClient:
-    """A QBO client stand-in that answers every query with one decoded body."""
+    """A QBO client stand-in that returns one decoded body for every query."""
 
     def __init__(self, body: bytes) -> None:
         self.body = body

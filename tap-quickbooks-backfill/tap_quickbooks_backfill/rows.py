@@ -21,7 +21,7 @@ class MalformedBodyError(ValueError):
 
 
 class _Keys(msgspec.Struct):
-    """The fields of a QBO object that the tap reads; the others are skipped."""
+    """The fields of a QBO object that the tap reads. Decoding skips the others."""
 
     Id: t.Any = None  # noqa: N815 - QBO's names
     SyncToken: t.Any = None  # noqa: N815

@@ -128,7 +128,7 @@ def test_retries_are_bounded(base_config):
     assert "malformed" not in str(raised.value)
 
 
-# QBO can pretty-print its answers (the captured Item page is indented).
+# QBO can pretty-print its responses (the captured Item page is indented).
 PRETTY_PAGE = """{
   "QueryResponse": {
     "Invoice": [
@@ -166,7 +166,7 @@ def test_payload_keeps_qbo_numbers_on_one_line(base_config):
     assert payload_object(row.payload)["Line"][0]["Description"] == "two\nlines"
 
 
-def test_row_that_is_not_an_object_is_malformed(base_config):
+def test_non_object_row_is_malformed(base_config):
     body = {"QueryResponse": {"Invoice": [{"Id": "1"}, 5]}}
     session = ScriptedSession(queries=[response(200, body)] * 3)
     client = make_client(base_config, session)

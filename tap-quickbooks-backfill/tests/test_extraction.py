@@ -283,7 +283,7 @@ def test_window_within_one_page_costs_one_request(tmp_path):
 
 
 def test_stream_map_reads_the_payload_as_objects(tmp_path):
-    # The tap passes payloads through as QBO's bytes; a stream map gets them decoded.
+    # The tap passes payloads through as QBO's bytes. A stream map gets them decoded.
     with run_emulator(invoices=8, customers=1, items=1) as emu:
         config = emulator_config(
             emu, tmp_path, end_date=RANGE_END,
