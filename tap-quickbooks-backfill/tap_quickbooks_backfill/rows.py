@@ -93,8 +93,16 @@ def decode_query_body(content: bytes) -> dict[str, t.Any]:
         ``QueryResponse`` itself is left as found when it is not an object.
 
     Raises:
-        MalformedBodyError: If the body is not a JSON object, or a row is not one.
+        MalformedBodyError: If the body is not UTF-8 or not a JSON object, or a row
+            is not an object.
     """
+    try:
+        # msgspec checks the UTF-8 of the strings it decodes, not of the values it
+        # keeps as Raw, and target-postgres would fail on such a line later.
+        content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"the body is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        raise MalformedBodyError(msg) from None
     try:
         top = _TOP.decode(content)
     except msgspec.DecodeError as exc:

@@ -177,6 +177,19 @@ def test_non_object_row_is_malformed(base_config):
     assert len(session.sent_queries) == 3
 
 
+def test_invalid_utf8_body_is_malformed(base_config):
+    body = b'{"QueryResponse": {"Invoice": [{"Id": "1", "Note": "caf\xe9"}]}}'
+    answer = response(200)
+    answer._content = body
+    session = ScriptedSession(queries=[answer] * 3)
+    client = make_client(base_config, session)
+
+    with pytest.raises(RetriesExhaustedError, match="not valid UTF-8"):
+        client.query("SELECT * FROM Invoice")
+
+    assert len(session.sent_queries) == 3
+
+
 def test_row_without_id_stops_the_window(base_config):
     rows = [{"MetaData": {"LastUpdatedTime": "2023-02-18T12:57:24-08:00"}}]
     client = make_client(base_config, ScriptedSession(queries=[page("Invoice", rows)]))
