@@ -256,9 +256,17 @@ class WindowScanner:
             if not row.id:
                 msg = (
                     f"QBO returned a {self.entity} row without an Id; the tap cannot "
-                    "key it in the raw table"
+                    "key it in the raw table. Re-run the window later"
                 )
                 raise WindowScanError(msg)
+            for name in ("LastUpdatedTime", "CreateTime"):
+                value = row.metadata.get(name)
+                if not value or not isinstance(value, str):
+                    msg = (
+                        f"QBO returned {self.entity} {row.id} without MetaData.{name}, "
+                        "which the raw table requires. Re-run the window later"
+                    )
+                    raise WindowScanError(msg)
         return rows
 
     def _instant(self, row: Row) -> dt.datetime:

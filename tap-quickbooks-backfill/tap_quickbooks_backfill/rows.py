@@ -60,8 +60,10 @@ class Row:
             msg = f"a row is not a JSON object ({exc})"
             raise MalformedBodyError(msg) from None
         metadata = keys.MetaData if isinstance(keys.MetaData, dict) else {}
+        # QBO's ids are strings; a number is read as its text, anything else as no id.
+        valid_id = isinstance(keys.Id, (str, int)) and not isinstance(keys.Id, bool)
         return cls(
-            id=None if keys.Id is None else str(keys.Id),
+            id=str(keys.Id) if valid_id and keys.Id != "" else None,
             sync_token=keys.SyncToken,
             active=keys.Active,
             metadata=metadata,
@@ -105,16 +107,18 @@ def decode_query_body(content: bytes) -> dict[str, t.Any]:
         raise MalformedBodyError(msg) from None
     try:
         top = _TOP.decode(content)
+        body: dict[str, t.Any] = {}
+        for key, raw in top.items():
+            if key == "QueryResponse" and _starts_with(raw, b"{"):
+                body[key] = _query_response(raw)
+            else:
+                body[key] = _ANY.decode(raw)
     except msgspec.DecodeError as exc:
         msg = f"the body is not a JSON object ({exc})"
         raise MalformedBodyError(msg) from None
-
-    body: dict[str, t.Any] = {}
-    for key, raw in top.items():
-        if key == "QueryResponse" and _starts_with(raw, b"{"):
-            body[key] = _query_response(raw)
-        else:
-            body[key] = _ANY.decode(raw)
+    except RecursionError:
+        msg = "the body nests JSON deeper than msgspec decodes"
+        raise MalformedBodyError(msg) from None
     return body
 
 

@@ -7,7 +7,6 @@ import functools
 import logging
 import typing as t
 
-import msgspec
 from singer_sdk import Stream
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
@@ -212,6 +211,10 @@ class EntityStream(Stream):
         for item in extractor.run(windows):
             if isinstance(item, WindowAudit):
                 self._finish_window(item, prefix)
+            elif self._payload_as_objects:
+                for record in versions.filter(item):
+                    record["payload"] = payload_object(record["payload"])
+                    yield record
             else:
                 yield from versions.filter(item)
         if versions.dropped:
@@ -221,6 +224,16 @@ class EntityStream(Stream):
                 self.name,
                 versions.dropped,
             )
+
+    @functools.cached_property
+    def _payload_as_objects(self) -> bool:
+        # Stream maps (their filters too) and flattening read the payload's keys, and
+        # the SDK applies them before _generate_record_messages. Otherwise the payload
+        # stays QBO's JSON, written into the message as it came.
+        custom_map = any(
+            not isinstance(stream_map, DefaultStreamMap) for stream_map in self.stream_maps
+        )
+        return custom_map or bool(self.config.get("flattening_enabled"))
 
     @functools.cached_property
     def _deselected_properties(self) -> tuple[str, ...]:
@@ -242,11 +255,6 @@ class EntityStream(Stream):
 
         extracted_at = dt.datetime.now(dt.UTC)
         for stream_map in self.stream_maps:
-            if not isinstance(stream_map, DefaultStreamMap) and isinstance(
-                record.get("payload"), msgspec.Raw
-            ):
-                # A stream map's expressions read the payload as objects, not bytes.
-                record = {**record, "payload": payload_object(record["payload"])}
             mapped = stream_map.transform(record)
             if mapped is not None:
                 yield RecordMessage(

@@ -12,6 +12,7 @@ from functools import cached_property
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
+from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 
 from tap_quickbooks_backfill.client import QBOClient
 from tap_quickbooks_backfill.errors import QBOError
@@ -253,6 +254,12 @@ class TapQuickBooksBackfill(Tap):
     # msgspec serializes the large QBO payloads several times faster than the
     # default simplejson writer; blocks spare a flush per record.
     message_writer_class = BlockMsgSpecWriter
+    # No BATCH: each window's STATE message follows its RECORD messages, which a
+    # batch file written at the end of the stream would not.
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
+        capability for capability in Tap.capabilities
+        if capability != PluginCapabilities.BATCH
+    ]
 
     @classmethod
     @override

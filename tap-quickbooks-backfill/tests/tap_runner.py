@@ -108,7 +108,8 @@ def run_tap(
                 raise
             run.error = exc
     stdout.flush()
-    lines = buffer.getvalue().decode("utf-8").splitlines()
+    # Singer messages end at "\n" only: splitlines() would also cut at U+2028 in a payload.
+    lines = buffer.getvalue().decode("utf-8").split("\n")
     run.messages = [json.loads(line) for line in lines if line]
     if expect_error and run.error is None:
         msg = "the tap run was expected to fail but succeeded"

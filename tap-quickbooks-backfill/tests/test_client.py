@@ -190,14 +190,40 @@ def test_invalid_utf8_body_is_malformed(base_config):
     assert len(session.sent_queries) == 3
 
 
-def test_row_without_id_stops_the_window(base_config):
-    rows = [{"MetaData": {"LastUpdatedTime": "2023-02-18T12:57:24-08:00"}}]
+STAMPS = {"CreateTime": "2023-02-18T12:57:24-08:00",
+          "LastUpdatedTime": "2023-02-18T12:57:24-08:00"}
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"MetaData": STAMPS}, "Invoice row without an Id"),
+        ({"Id": True, "MetaData": STAMPS}, "Invoice row without an Id"),
+        ({"Id": "", "MetaData": STAMPS}, "Invoice row without an Id"),
+        ({"Id": "5", "MetaData": {"LastUpdatedTime": STAMPS["LastUpdatedTime"]}},
+         "Invoice 5 without MetaData.CreateTime"),
+        ({"Id": "5"}, "Invoice 5 without MetaData.LastUpdatedTime"),
+    ],
+)
+def test_incomplete_row_stops_the_window(base_config, row, message):
+    # The incomplete row comes first: a scan places pages by their last row only.
+    rows = [row, {"Id": "9", "MetaData": STAMPS}]
     client = make_client(base_config, ScriptedSession(queries=[page("Invoice", rows)]))
     scanner = WindowScanner(client, "Invoice", window_field="LastUpdatedTime", page_size=10)
     window = Window(dt.datetime(2023, 2, 1, tzinfo=dt.UTC), dt.datetime(2023, 3, 1, tzinfo=dt.UTC))
 
-    with pytest.raises(WindowScanError, match="Invoice row without an Id"):
+    with pytest.raises(WindowScanError, match=message):
         list(scanner.scan(window, WindowProgress(), RequestStats()))
+
+
+def test_deeply_nested_body_is_malformed(base_config):
+    depth = 5000
+    body = '{"QueryResponse": {"Invoice": [{"Id": "1", "X": ' + "[" * depth + "]" * depth + "}]}}"
+    session = ScriptedSession(queries=[response(200, text=body)] * 3)
+    client = make_client(base_config, session)
+
+    with pytest.raises(RetriesExhaustedError, match="nests JSON deeper"):
+        client.query("SELECT * FROM Invoice")
 
 
 def test_malformed_json_is_retried_then_fails_clearly(base_config):

@@ -7,8 +7,11 @@ import math
 
 import pytest
 from qbo_emulator.testing import run_emulator
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from tap_quickbooks_backfill.client import QBOClient
+from tap_quickbooks_backfill.tap import TapQuickBooksBackfill
 
 from .tap_runner import ENTITY_STREAMS, emulator_config, run_tap
 
@@ -283,17 +286,52 @@ def test_window_within_one_page_costs_one_request(tmp_path):
 
 
 def test_stream_map_reads_the_payload_as_objects(tmp_path):
-    # The tap passes payloads through as QBO's bytes. A stream map gets them decoded.
+    # The tap passes payloads through as QBO's bytes. A stream map gets them decoded,
+    # its filter as well, which the SDK applies before the record's message is built.
     with run_emulator(invoices=8, customers=1, items=1) as emu:
+        left_out = sorted(live_ids(emu, "Invoice"))[0]
         config = emulator_config(
             emu, tmp_path, end_date=RANGE_END,
-            stream_maps={"qb_invoices_raw": {"doc_number": "payload['DocNumber']"}},
+            stream_maps={
+                "qb_invoices_raw": {
+                    "doc_number": "payload['DocNumber']",
+                    "__filter__": f"payload['Id'] != '{left_out}'",
+                }
+            },
         )
         run = run_tap(config, streams=["qb_invoices_raw"])
 
     records = run.records["qb_invoices_raw"]
-    assert len(records) == 8
+    assert len(records) == 7
+    assert left_out not in {record["id"] for record in records}
     assert all(record["doc_number"] == record["payload"]["DocNumber"] for record in records)
+
+
+def test_flattening_splits_the_payload(tmp_path):
+    with run_emulator(invoices=3, customers=1, items=1) as emu:
+        config = emulator_config(
+            emu, tmp_path, end_date=RANGE_END, flattening_enabled=True, flattening_max_depth=1
+        )
+        run = run_tap(config, streams=["qb_invoices_raw"])
+
+    records = run.records["qb_invoices_raw"]
+    assert len(records) == 3
+    assert all("payload" not in record for record in records)
+    assert all(record["payload__Id"] == record["id"] for record in records)
+
+
+def test_batch_config_is_refused(tmp_path):
+    with run_emulator(invoices=3, customers=1, items=1) as emu:
+        config = emulator_config(
+            emu, tmp_path, end_date=RANGE_END,
+            batch_config={"encoding": {"format": "jsonl"}, "storage": {"root": "file:///tmp"}},
+        )
+        with pytest.raises(ConfigValidationError) as raised:
+            run_tap(config, streams=["qb_invoices_raw"])
+
+    assert any("batch_config is not supported" in error for error in raised.value.errors)
+
+    assert PluginCapabilities.BATCH not in TapQuickBooksBackfill.capabilities
 
 
 def test_deselected_property_is_left_out(tmp_path):
