@@ -9,11 +9,15 @@ tap decodes instead the fields it uses (``Id``, ``SyncToken``, ``Active`` and
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import typing as t
 from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
+
+LOGGER = logging.getLogger("tap_quickbooks_backfill.rows")
 
 
 class MalformedBodyError(ValueError):
@@ -76,6 +80,8 @@ _ROWS = msgspec.json.Decoder(list[msgspec.Raw])
 _KEYS = msgspec.json.Decoder(_Keys)
 _ANY = msgspec.json.Decoder()
 _PAYLOAD = msgspec.json.Decoder(float_hook=Decimal)
+_DECIMAL_ENCODER = msgspec.json.Encoder(decimal_format="number")
+_NUL_ESCAPE = b"\\u0000"
 
 
 def payload_object(payload: msgspec.Raw) -> t.Any:  # noqa: ANN401 - any JSON value
@@ -131,10 +137,45 @@ def _query_response(raw: msgspec.Raw) -> dict[str, t.Any]:
                 # A payload must fit on one line of a Singer message. Dropping the
                 # whitespace between tokens keeps every value as QBO wrote it.
                 text = msgspec.json.format(text, indent=-1)
-            response[key] = [Row.from_json(row) for row in _ROWS.decode(text)]
+            rows = [Row.from_json(row) for row in _ROWS.decode(text)]
+            if _NUL_ESCAPE in text:
+                rows = [_without_nul(row) for row in rows]
+            response[key] = rows
         else:
             response[key] = _ANY.decode(value)
     return response
+
+
+def _without_nul(row: Row) -> Row:
+    """Return the row with each NUL character of its payload replaced by U+FFFD.
+
+    Postgres cannot store ``\\u0000`` in jsonb, so the row's window would fail to
+    load on every run. target-postgres's ``sanitize_null_text_characters`` makes
+    the same replacement, in top-level strings only.
+    """
+    if _NUL_ESCAPE not in bytes(row.payload):
+        return row
+    original = payload_object(row.payload)
+    cleaned = _replace_nul(original)
+    if cleaned == original:
+        # The bytes were an escaped backslash followed by "u0000", not a NUL.
+        return row
+    LOGGER.warning(
+        "QBO record %s holds NUL characters, which Postgres jsonb cannot store; "
+        "its payload has U+FFFD in their place",
+        row.id,
+    )
+    return dataclasses.replace(row, payload=msgspec.Raw(_DECIMAL_ENCODER.encode(cleaned)))
+
+
+def _replace_nul(value: t.Any) -> t.Any:  # noqa: ANN401 - any JSON value
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_replace_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_replace_nul(key): _replace_nul(item) for key, item in value.items()}
+    return value
 
 
 def _starts_with(raw: msgspec.Raw, prefix: bytes) -> bool:

@@ -166,6 +166,21 @@ def test_payload_keeps_qbo_numbers_on_one_line(base_config):
     assert payload_object(row.payload)["Line"][0]["Description"] == "two\nlines"
 
 
+def test_nul_in_payload_becomes_replacement_character(base_config, caplog):
+    # Postgres jsonb rejects \u0000; an escaped backslash before "u0000" is plain text.
+    body = (r'{"QueryResponse": {"Invoice": ['
+            r'{"Id": "1", "Note": "a\u0000b", "TotalAmt": 1.10},'
+            r'{"Id": "2", "Note": "path C:\\u0000", "TotalAmt": 2.50}]}}')
+    client = make_client(base_config, ScriptedSession(queries=[response(200, text=body)]))
+
+    first, second = client.query("SELECT * FROM Invoice")["QueryResponse"]["Invoice"]
+
+    assert payload_object(first.payload)["Note"] == "a\ufffdb"
+    assert b"1.10" in bytes(first.payload)
+    assert bytes(second.payload) == rb'{"Id": "2", "Note": "path C:\\u0000", "TotalAmt": 2.50}'
+    assert "QBO record 1 holds NUL characters" in caplog.text
+
+
 def test_non_object_row_is_malformed(base_config):
     body = {"QueryResponse": {"Invoice": [{"Id": "1"}, 5]}}
     session = ScriptedSession(queries=[response(200, body)] * 3)
