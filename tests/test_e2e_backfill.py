@@ -250,3 +250,21 @@ def test_state_clear_reprocesses_window(
     assert database.ids("qb_customers_raw") == ids_in_window(
         emulator.control.records("Customer"), START, END
     )
+
+
+def test_nul_in_a_note_lands_as_replacement(
+    start_emulator: Any, meltano_project: MeltanoProject, database: PostgresDatabase
+) -> None:
+    # Postgres jsonb cannot store \u0000: without the tap's replacement the load fails.
+    emulator = start_emulator(invoices=5, customers=2, items=2)
+    invoice = emulator.control.records("Invoice")[0]
+    emulator.control.update("Invoice", invoice["Id"], {"PrivateNote": "before\x00after"})
+
+    assert_succeeded(meltano_project.backfill("invoices", START, "2099-01-01", env=WINDOW_SIZE))
+
+    notes = database.fetch_all(
+        "select payload->>'PrivateNote' from raw.qb_invoices_raw where id = %(id)s",
+        {"id": invoice["Id"]},
+    )
+    assert notes == [("before\ufffdafter",)]
+    assert database.fetch_all("select count(*) from raw.qb_invoices_raw") == [(5,)]
