@@ -320,7 +320,7 @@ def test_flattening_splits_the_payload(tmp_path):
     assert all(record["payload__Id"] == record["id"] for record in records)
 
 
-def test_batch_config_is_refused(tmp_path):
+def test_batch_config_is_rejected(tmp_path):
     with run_emulator(invoices=3, customers=1, items=1) as emu:
         config = emulator_config(
             emu, tmp_path, end_date=RANGE_END,
