@@ -58,19 +58,9 @@ def record_instant(record: Row, window_field: str) -> dt.datetime:
 
     Returns:
         The instant in UTC.
-
-    Raises:
-        WindowScanError: If the record has no such timestamp.
     """
-    value = record.metadata.get(window_field)
-    if not value or not isinstance(value, str):
-        msg = (
-            f"QBO record {record.id!r} has no MetaData.{window_field}; the window "
-            "scan cannot place it"
-        )
-        raise WindowScanError(msg)
-
-    instant = dt.datetime.fromisoformat(value)
+    # WindowScanner._rows has checked that both timestamps are present.
+    instant = dt.datetime.fromisoformat(record.metadata[window_field])
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=dt.UTC)
 
@@ -253,21 +243,25 @@ class WindowScanner:
             msg = f"QBO returned a {self.entity} page whose rows are not a list"
             raise WindowScanError(msg)
         for row in rows:
-            if not row.id:
+            self._check_row(row)
+        return rows
+
+    def _check_row(self, row: Row) -> None:
+        """Raise WindowScanError unless the row has what the raw table requires."""
+        if not row.id:
+            msg = (
+                f"QBO returned a {self.entity} row without an Id; the tap cannot "
+                "key it in the raw table. Re-run the window later"
+            )
+            raise WindowScanError(msg)
+        for name in ("LastUpdatedTime", "CreateTime"):
+            value = row.metadata.get(name)
+            if not value or not isinstance(value, str):
                 msg = (
-                    f"QBO returned a {self.entity} row without an Id; the tap cannot "
-                    "key it in the raw table. Re-run the window later"
+                    f"QBO returned {self.entity} {row.id} without MetaData.{name}, "
+                    "which the raw table requires. Re-run the window later"
                 )
                 raise WindowScanError(msg)
-            for name in ("LastUpdatedTime", "CreateTime"):
-                value = row.metadata.get(name)
-                if not value or not isinstance(value, str):
-                    msg = (
-                        f"QBO returned {self.entity} {row.id} without MetaData.{name}, "
-                        "which the raw table requires. Re-run the window later"
-                    )
-                    raise WindowScanError(msg)
-        return rows
 
     def _instant(self, row: Row) -> dt.datetime:
         return record_instant(row, self.window_field)

@@ -38,7 +38,8 @@ class Row:
     """One QBO object of a query page.
 
     Attributes:
-        id: ``Id`` as text, or ``None`` when QBO left it out.
+        id: ``Id`` as text, or ``None`` when it is missing, empty, or not a string
+            or number.
         sync_token: ``SyncToken`` as QBO sent it.
         active: ``Active`` as QBO sent it (name-list entities only).
         metadata: ``MetaData``, an empty mapping when missing or not an object.
@@ -52,7 +53,7 @@ class Row:
     payload: msgspec.Raw
 
     @classmethod
-    def from_json(cls, raw: msgspec.Raw | bytes) -> Row:
+    def from_json(cls, raw: msgspec.Raw) -> Row:
         """Read one row from its JSON.
 
         Raises:
@@ -64,14 +65,14 @@ class Row:
             msg = f"a row is not a JSON object ({exc})"
             raise MalformedBodyError(msg) from None
         metadata = keys.MetaData if isinstance(keys.MetaData, dict) else {}
-        # QBO's ids are strings; a number is read as its text, anything else as no id.
+        # QBO's ids are strings. A number is read as its text, anything else as no id.
         valid_id = isinstance(keys.Id, (str, int)) and not isinstance(keys.Id, bool)
         return cls(
             id=str(keys.Id) if valid_id and keys.Id != "" else None,
             sync_token=keys.SyncToken,
             active=keys.Active,
             metadata=metadata,
-            payload=raw if isinstance(raw, msgspec.Raw) else msgspec.Raw(raw),
+            payload=raw,
         )
 
 
